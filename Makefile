@@ -1,0 +1,47 @@
+# esml: two commands matter: `make demo` and `make test`. Both build .venv when it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+ESML_DATA_DIR ?= ../shared/data
+
+.PHONY: demo test lint bench models synth venv clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing pinned Python dependencies into $(VENV) (first run only)"
+	@$(PY) -m pip install -q -e '.[ml,aws,dev]' 2>&1 | grep -v 'is ignored: it is neither a file nor a directory' || true
+	@$(PY) -c 'import esml, xgboost, torch, onnxruntime, aws_cdk, moto' || (echo 'dependency install failed' && exit 1)
+	@touch $(STAMP)
+
+$(NODE_STAMP): package.json
+	@echo "installing the pinned CDK CLI (npm)"
+	@npm install --no-audit --no-fund --silent
+	@touch $(NODE_STAMP)
+
+venv: $(STAMP) $(NODE_STAMP)
+
+demo: venv
+	$(VENV)/bin/esml demo
+
+test: venv
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+bench: venv
+	$(PY) -m bench.run
+
+models: venv
+	$(PY) training/train.py --local --out models/es_direction_20s
+
+synth: venv
+	npx cdk synth --quiet
+
+clean:
+	rm -rf cdk.out .pytest_cache reports

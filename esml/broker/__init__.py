@@ -1,0 +1,1 @@
+"""The Broker protocol and its implementations: the paper broker and Tradovate."""

@@ -1,0 +1,1 @@
+"""Order intents, brackets, exits and the order state machine."""

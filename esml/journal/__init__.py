@@ -1,0 +1,1 @@
+"""Every signal, decision, order and fill, recorded: SQLite locally, DynamoDB on AWS."""

@@ -1,0 +1,1 @@
+"""Instruments, sessions and the event dtype every data source produces."""
