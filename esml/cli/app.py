@@ -19,14 +19,15 @@ from esml.evaluation.metrics import metrics_table
 from esml.evaluation.report import write_report
 from esml.features.streaming import FEATURE_NAMES, FEATURE_VERSION
 from esml.journal.sqlite import SQLiteJournal
-from esml.sim.synthetic import generate_session
+from esml.sim.synthetic import DEFAULT_START_NS, generate_session
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console()
+console = Console(soft_wrap=True)
 
 DEFAULT_ES_FILE = Path("data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
 DEMO_TRAIN_SEEDS = (11, 12, 13, 14, 15, 16)
 DEMO_REPLAY_SEED = 99
+DAY_NS = 86_400 * 1_000_000_000
 
 
 def _config(path: Path | None) -> EsmlConfig:
@@ -129,7 +130,8 @@ def demo(
         task = bar.add_task("generate synthetic sessions", total=len(DEMO_TRAIN_SEEDS))
         sessions = []
         for seed in DEMO_TRAIN_SEEDS:
-            sessions.append(generate_session(seed, duration_s=train_minutes * 60))
+            start = DEFAULT_START_NS + len(sessions) * DAY_NS  # one session a day, in order
+            sessions.append(generate_session(seed, start_ns=start, duration_s=train_minutes * 60))
             bar.advance(task)
     manifest = train_direction_model(
         sessions, cfg, model_dir, synthetic=True,
@@ -141,7 +143,9 @@ def demo(
     journal_path.unlink(missing_ok=True)
     replay = [
         ("real ES MBO 2023-12-25", _events(es_file)),
-        ("synthetic session", generate_session(DEMO_REPLAY_SEED, duration_s=3600)),
+        ("synthetic session", generate_session(
+            DEMO_REPLAY_SEED, start_ns=DEFAULT_START_NS + len(DEMO_TRAIN_SEEDS) * DAY_NS,
+            duration_s=3600)),
     ]
     with progress_bar() as bar, SQLiteJournal(journal_path) as journal:
         results = [run_session(name, ev, cfg, alpha, journal, progress=bar)

@@ -27,15 +27,6 @@ class DbnFile:
     metadata: dbn.Metadata
     body: bytes  # the records, after the metadata header
 
-    @property
-    def symbols(self) -> dict[int, str]:
-        """instrument_id → raw symbol, from the file's symbology mappings."""
-        out: dict[int, str] = {}
-        for m in self.metadata.mappings:
-            for interval in m.intervals:
-                out[int(interval.symbol)] = m.raw_symbol
-        return out
-
 
 def _decompressed(path: Path) -> bytes:
     try:

@@ -1,0 +1,72 @@
+"""Entry point of the Fargate tick-engine service: `esml.engine` live, one writer.
+
+The market source is chosen by `ESML_SOURCE`. `sim` (the default, and the only one this
+release ships) is the seeded session generator paced in real time, SYNTHETIC data, for
+smoke-testing a deployment end to end without a market-data subscription. The model is
+read from `ESML_MODEL_DIR` (the image ships `models/es_direction_20s`), the config from
+`ESML_CONFIG` (JSON of EsmlConfig fields), the journal from `ESML_JOURNAL`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from esml.alpha.model import OnnxAlphaModel
+from esml.config import ConfigError, load_config
+from esml.decision.proposal import AccountState
+from esml.engine.engine import Engine
+from esml.engine.live import paced, run_live
+from esml.features.streaming import FEATURE_NAMES, FEATURE_VERSION
+from esml.journal.sqlite import SQLiteJournal
+from esml.market.calendar import trading_day
+from esml.sim.synthetic import generate_session
+
+log = logging.getLogger("esml.tick_engine")
+
+
+async def serve() -> None:
+    try:
+        cfg = load_config(**json.loads(os.environ.get("ESML_CONFIG", "{}")))
+    except (ConfigError, json.JSONDecodeError) as e:
+        log.error("bad ESML_CONFIG: %s", e)
+        raise SystemExit(2) from e
+    source = os.environ.get("ESML_SOURCE", "sim")
+    if source != "sim":
+        log.error("ESML_SOURCE=%r: only 'sim' is available in this release", source)
+        raise SystemExit(2)
+    model_dir = Path(os.environ.get("ESML_MODEL_DIR", cfg.model_dir))
+    model = OnnxAlphaModel.load(model_dir, feature_names=FEATURE_NAMES,
+                                feature_version=FEATURE_VERSION)  # fmt: skip
+    journal_path = Path(os.environ.get("ESML_JOURNAL", "/tmp/esml/journal.sqlite"))
+    journal_path.parent.mkdir(parents=True, exist_ok=True)
+    seed = int(os.environ.get("ESML_SIM_SEED", "1"))
+    hours = float(os.environ.get("ESML_SIM_HOURS", "6.5"))
+    events = generate_session(seed, duration_s=hours * 3600)
+    log.info("SYNTHETIC source: seed %d, %d events; model %s", seed, len(events), model.name)
+    with SQLiteJournal(journal_path) as journal:
+        engine = Engine(cfg, model, journal, AccountState(trading_day(int(events["ts_recv"][0]))))
+        await run_live(engine, paced(events, speed=1.0))
+    log.info("session over: %s", engine.stats)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")  # fmt: skip
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(serve())
+    for sig in (signal.SIGTERM, signal.SIGINT):  # ECS stops a task with SIGTERM
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        log.info("stopped by signal")
+
+
+if __name__ == "__main__":
+    main()

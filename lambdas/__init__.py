@@ -1,0 +1,1 @@
+"""AWS Lambda handlers: thin layers that parse, call `esml`, and answer."""

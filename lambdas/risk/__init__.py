@@ -1,0 +1,1 @@
+"""Risk: the gate stack over the shared account state; approved trades go to the router."""

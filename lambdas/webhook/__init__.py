@@ -1,0 +1,1 @@
+"""TradingView webhook: authenticate, validate, de-duplicate, hand to risk."""

@@ -1,0 +1,105 @@
+"""The engine end to end: events → features → model → gates → bracket → paper fills → journal."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from esml.alpha.model import OnnxAlphaModel
+from esml.config import load_config
+from esml.engine.session import run_session
+from esml.execution.orders import OrderRole
+from esml.features.batch import batch_features
+from esml.journal.sqlite import SQLiteJournal
+from esml.market.instruments import ES
+from esml.sim.synthetic import generate_session
+
+
+@pytest.fixture(scope="module")
+def session_events() -> np.ndarray:
+    return generate_session(42, duration_s=1800)  # synthetic, unseen by the model
+
+
+def _run(events, model_dir, journal, quantile: float = 0.8, **risk):
+    """Trade when the model is in its top (1 - quantile) of confidence on these events."""
+    model = OnnxAlphaModel.load(model_dir)
+    x = batch_features(events, ES.tick_fixed, 1.0).X
+    p = model.predict_proba(x)
+    conf = float(np.quantile(np.maximum(p[:, 0], p[:, 2]), quantile))
+    cfg = load_config(risk={"min_confidence": conf, **risk})
+    return run_session("synthetic", events, cfg, model, journal)
+
+
+def test_every_entry_is_bracketed_and_every_fill_journaled_once(
+    session_events, demo_model_dir
+) -> None:
+    journal = SQLiteJournal(":memory:")
+    r = _run(session_events, demo_model_dir, journal)
+    assert r.synthetic
+    assert r.stats.orders > 5, "the low threshold should let the model trade"
+    orders = journal.orders()
+    by_client = Counter((o.client_id, o.role) for o in orders)
+    entries = [o for o in orders if o.role is OrderRole.ENTRY]
+    assert len(entries) == r.stats.orders
+    for e in entries:
+        assert by_client[(e.client_id, OrderRole.STOP)] == 1
+        assert by_client[(e.client_id, OrderRole.TARGET)] == 1
+    fills = journal.fills()
+    assert len(fills) == len({f.fill_id for f in fills}) == r.stats.fills
+    assert sum(f.side.sign * f.qty for f in fills) == 0  # flat at the end
+    # every round trip leaves by its stop, its target or the time exit, never by two
+    assert {rt.exit_role for rt in r.round_trips} <= {OrderRole.STOP, OrderRole.TARGET,
+                                                      OrderRole.EXIT}  # fmt: skip
+    time_exits = [rt for rt in r.round_trips if rt.exit_role is OrderRole.EXIT]
+    for rt in time_exits[:-1]:  # the last may be the end-of-data flatten
+        assert 20e9 <= rt.duration_ns <= 21e9
+    assert r.metrics.net_pnl == pytest.approx(sum(rt.net_pnl for rt in r.round_trips))
+    assert r.metrics.costs == pytest.approx(2.25 * sum(f.qty for f in fills))
+
+
+def test_every_model_signal_has_a_decision_with_its_reason(session_events,
+                                                            demo_model_dir) -> None:  # fmt: skip
+    journal = SQLiteJournal(":memory:")
+    r = _run(session_events, demo_model_dir, journal, quantile=0.95)
+    decisions = journal.decisions()
+    assert len(journal.signals()) == r.stats.signals == len(decisions)
+    rejected = [d for d in decisions if not d.approved]
+    assert rejected and all(d.gate and d.reason for d in rejected)
+    assert Counter(d.gate for d in rejected) == Counter(r.gate_rejections)
+    assert sum(d.approved for d in decisions) == r.stats.orders
+
+
+def test_replay_is_deterministic_and_a_rerun_doubles_nothing(session_events, demo_model_dir,
+                                                             tmp_path) -> None:  # fmt: skip
+    path = tmp_path / "journal.sqlite"
+    with SQLiteJournal(path) as j:
+        first = _run(session_events, demo_model_dir, j)
+        n_fills = len(j.fills())
+    with SQLiteJournal(path) as j:
+        second = _run(session_events, demo_model_dir, j)
+        assert len(j.fills()) == n_fills  # same client ids, same fill ids: nothing doubled
+    assert [rt.net_pnl for rt in first.round_trips] == [rt.net_pnl for rt in second.round_trips]
+
+
+def test_real_es_file_runs_through_the_same_engine(es_events, demo_model_dir) -> None:
+    journal = SQLiteJournal(":memory:")
+    r = _run(es_events, demo_model_dir, journal, quantile=0.99)
+    assert not r.synthetic
+    assert r.stats.events == len(es_events)
+    assert r.stats.decisions > 3_000  # about one a second over two hours of trading
+    assert sum(f.side.sign * f.qty for f in journal.fills()) == 0
+
+
+def test_daily_loss_limit_stops_new_entries(session_events, demo_model_dir) -> None:
+    journal = SQLiteJournal(":memory:")
+    r = _run(session_events, demo_model_dir, journal, quantile=0.5, max_daily_loss=100.0)
+    # once losses push the day past -$100, every later entry is refused
+    decisions = journal.decisions()
+    first_block = next((k for k, d in enumerate(decisions) if d.gate == "daily_loss"), None)
+    if first_block is None:
+        pytest.skip("this seed never lost $100 in a day")  # keeps the test honest, not green
+    assert not any(d.approved for d in decisions[first_block:])
+    closed_before = [rt for rt in r.round_trips if rt.exit_ts_ns <= decisions[first_block].ts_ns]
+    assert sum(rt.net_pnl for rt in closed_before) <= -100.0
