@@ -1,0 +1,92 @@
+"""The whole deployment in one stack: the order path, the tick engine, retraining and
+their monitoring share tables and secrets, and one stack keeps those references plain
+(no cross-stack exports that would pin a table in place)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import CfnOutput, Environment, Stack, Tags
+from constructs import Construct
+
+from esml_cdk.data import DataStore
+from esml_cdk.monitoring import Monitoring
+from esml_cdk.order_functions import OrderFunctions
+from esml_cdk.retraining import Retraining
+from esml_cdk.settings import Settings
+from esml_cdk.trading_service import TradingService
+from esml_cdk.webhook_api import WebhookApi
+
+
+class EsmlStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, repo_root: Path, settings: Settings
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            env=Environment(account=settings.account, region=settings.region),
+            description="esml: E-mini S&P 500 futures trading (webhook, tick engine, retraining)",
+        )
+        self.settings = settings
+        Tags.of(self).add("project", "esml")
+
+        self.data = DataStore(self, "Data")
+        self.functions = OrderFunctions(
+            self,
+            "OrderPath",
+            repo_root=repo_root,
+            data=self.data,
+            esml_config_json=settings.esml_config_json,
+            tradovate_base_url=settings.tradovate_base_url,
+        )
+        self.webhook_api = WebhookApi(self, "WebhookApi", webhook=self.functions.webhook)
+        self.trading = TradingService(
+            self,
+            "Trading",
+            repo_root=repo_root,
+            data=self.data,
+            risk_function=self.functions.risk,
+            tradovate_secret=self.functions.tradovate_secret,
+            esml_config_json=settings.esml_config_json,
+            tradovate_base_url=settings.tradovate_base_url,
+        )
+        self.retraining = Retraining(
+            self,
+            "Retraining",
+            repo_root=repo_root,
+            bucket=self.data.model_bucket,
+            instance_type=settings.training_instance_type,
+        )
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            api=self.webhook_api.api,
+            functions={
+                "Webhook": self.functions.webhook,
+                "Risk": self.functions.risk,
+                "Router": self.functions.router,
+            },
+            service=self.trading.service,
+            state_machine=self.retraining.state_machine,
+            alarm_email=settings.alarm_email,
+        )
+
+        CfnOutput(self, "WebhookUrl", value=self.webhook_api.webhook_url)
+        CfnOutput(
+            self,
+            "WebhookPassphraseSecretArn",
+            value=self.functions.passphrase_secret.secret_arn,
+            description="TradingView alerts carry this secret's 'passphrase' value",
+        )
+        CfnOutput(
+            self,
+            "TradovateSecretName",
+            value=self.functions.tradovate_secret.secret_name,
+            description="fill in the Tradovate credentials here before trading",
+        )
+        CfnOutput(self, "ModelBucketName", value=self.data.model_bucket.bucket_name)
+        CfnOutput(
+            self, "RetrainingStateMachineArn", value=self.retraining.state_machine.state_machine_arn
+        )
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)

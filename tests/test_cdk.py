@@ -1,0 +1,884 @@
+"""The CDK app synthesised in-process, and the container images' contracts.
+
+One synth per module (about 10 s). It runs as `cdk synth` does with no AWS credentials:
+cdk.json's context plus cdk.context.json, the offline placeholder account, no Docker. The
+Lambda layer is pip-installed once per requirements hash into build/lambda-layer and reused,
+so only the very first run on a machine needs the package index.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+import aws_cdk as cdk
+from aws_cdk.assertions import Match, Template
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "cdk"))
+
+from esml_cdk import build  # noqa: E402
+from esml_cdk.bundling import ensure_layer_packages, layer_cache_key  # noqa: E402
+from esml_cdk.retraining import TRAINING_METRICS  # noqa: E402
+from esml_cdk.settings import Settings, SettingsError  # noqa: E402
+from esml_cdk.stack import EsmlStack  # noqa: E402
+
+
+def _load_training_entrypoint() -> Any:
+    """containers/training is no package (the image runs the file), so load it by path."""
+    path = REPO_ROOT / "containers" / "training" / "entrypoint.py"
+    spec = importlib.util.spec_from_file_location("esml_training_entrypoint", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+training_entrypoint = _load_training_entrypoint()
+
+
+@dataclass(frozen=True)
+class Synth:
+    stack: EsmlStack
+    template: Template
+    resources: dict[str, dict[str, Any]]
+    assembly_dir: Path
+    assets: dict[str, Any]
+
+    def logical_id(self, construct: Any) -> str:
+        return self.stack.get_logical_id(construct.node.default_child)
+
+    def asset_dir(self, asset_hash: str) -> Path:
+        for kind in ("files", "dockerImages"):
+            if asset_hash in self.assets[kind]:
+                source = self.assets[kind][asset_hash]["source"]
+                return self.assembly_dir / source.get("path", source.get("directory"))
+        raise KeyError(asset_hash)
+
+
+def cli_context() -> dict[str, Any]:
+    """What the CDK CLI hands the app: cdk.json's context, then the cached lookups."""
+    context = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    context.update(json.loads((REPO_ROOT / "cdk.context.json").read_text()))
+    return context
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app = cdk.App(context=cli_context(), outdir=str(outdir), stack_traces=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CDK_DOCKER", "/bin/false")  # any attempt at Docker bundling fails
+        stack = build(app, repo_root=REPO_ROOT, environ={})
+        app.synth()
+    template = Template.from_stack(stack)
+    return Synth(
+        stack=stack,
+        template=template,
+        resources=template.to_json()["Resources"],
+        assembly_dir=outdir,
+        assets=json.loads((outdir / f"{stack.artifact_id}.assets.json").read_text()),
+    )
+
+
+def refs(value: Any) -> set[str]:
+    """Logical ids a template value points at (Ref and Fn::GetAtt, at any depth)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        if "Ref" in value:
+            found.add(value["Ref"])
+        if "Fn::GetAtt" in value:
+            found.add(value["Fn::GetAtt"][0])
+        for inner in value.values():
+            found |= refs(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= refs(inner)
+    return found
+
+
+def statements_of(s: Synth, role_id: str) -> list[dict[str, Any]]:
+    """Every statement of every policy attached to a role, inline or separate."""
+    statements: list[dict[str, Any]] = []
+    for resource in s.resources.values():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in props["Roles"]:
+            statements += props["PolicyDocument"]["Statement"]
+    for policy in s.resources[role_id]["Properties"].get("Policies", []):
+        statements += policy["PolicyDocument"]["Statement"]
+    return statements
+
+
+def actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else action
+
+
+def granted(s: Synth, role_id: str, prefix: str) -> set[str]:
+    """Logical ids the role may act on with actions starting with `prefix`."""
+    return {
+        target
+        for statement in statements_of(s, role_id)
+        if statement["Effect"] == "Allow" and any(a.startswith(prefix) for a in actions(statement))
+        for target in refs(statement["Resource"])
+    }
+
+
+def role_of_function(s: Synth, function_id: str) -> str:
+    return s.resources[function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+
+
+def join_literal(value: Any) -> str:
+    """A Fn::Join rendered as text, each token replaced by its logical id in angle brackets."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(join_literal(p) for p in parts)
+    if isinstance(value.get("Fn::Sub"), str):
+        return value["Fn::Sub"]
+    return "<" + ",".join(sorted(refs(value))) + ">"
+
+
+def only(resources: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    assert len(resources) == 1, sorted(resources)
+    return next(iter(resources.items()))
+
+
+# ---------------------------------------------------------------- data
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "retained"),
+    [("orders", "client_id", True), ("fills", "fill_id", True),
+     ("risk_state", "account", True), ("idempotency", "id", False)],
+)  # fmt: skip
+def test_tables_have_their_keys_on_demand_billing_and_recovery(
+    synth: Synth, table: str, key: str, retained: bool
+) -> None:
+    resource = synth.resources[synth.logical_id(getattr(synth.stack.data, table))]
+    props = resource["Properties"]
+    assert props["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": key, "AttributeType": "S"}]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert resource["DeletionPolicy"] == ("Retain" if retained else "Delete")
+    assert props.get("DeletionProtectionEnabled", False) is retained
+
+
+def test_exactly_four_tables_and_only_idempotency_expires(synth: Synth) -> None:
+    synth.template.resource_count_is("AWS::DynamoDB::Table", 4)
+    with_ttl = synth.template.find_resources(
+        "AWS::DynamoDB::Table", {"Properties": {"TimeToLiveSpecification": Match.any_value()}}
+    )
+    table_id, table = only(with_ttl)
+    assert table_id == synth.logical_id(synth.stack.data.idempotency)
+    assert table["Properties"]["TimeToLiveSpecification"] == {
+        "AttributeName": "expiration",
+        "Enabled": True,
+    }
+
+
+def test_model_bucket_is_private_versioned_encrypted_and_tls_only(synth: Synth) -> None:
+    bucket_id = synth.logical_id(synth.stack.data.model_bucket)
+    bucket = synth.resources[bucket_id]
+    props = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
+        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+    ]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    _, policy = only(
+        synth.template.find_resources(
+            "AWS::S3::BucketPolicy", {"Properties": {"Bucket": {"Ref": bucket_id}}}
+        )
+    )
+    denies_plain_http = [
+        st
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]
+        if st["Effect"] == "Deny"
+        and st.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+    ]
+    assert denies_plain_http and denies_plain_http[0]["Principal"] == {"AWS": "*"}
+
+
+# ---------------------------------------------------------------- webhook API and Lambdas
+
+
+def test_post_webhook_is_a_throttled_proxy_to_the_webhook_function(synth: Synth) -> None:
+    webhook_id = synth.logical_id(synth.stack.functions.webhook)
+    _, method = only(synth.template.find_resources("AWS::ApiGateway::Method"))
+    props = method["Properties"]
+    assert props["HttpMethod"] == "POST"
+    resource = synth.resources[props["ResourceId"]["Ref"]]
+    assert resource["Properties"]["PathPart"] == "webhook"
+    assert props["Integration"]["Type"] == "AWS_PROXY"
+    assert refs(props["Integration"]["Uri"]) == {webhook_id}
+    _, stage = only(synth.template.find_resources("AWS::ApiGateway::Stage"))
+    (settings,) = stage["Properties"]["MethodSettings"]
+    assert settings["ThrottlingRateLimit"] > 0 and settings["ThrottlingBurstLimit"] > 0
+    permissions = synth.template.find_resources(
+        "AWS::Lambda::Permission", {"Properties": {"Principal": "apigateway.amazonaws.com"}}
+    ).values()
+    assert permissions  # the deployed stage, and the console's test-invoke stage
+    for permission in permissions:
+        assert refs(permission["Properties"]["FunctionName"]) == {webhook_id}
+        assert join_literal(permission["Properties"]["SourceArn"]).endswith("/POST/webhook")
+
+
+def test_functions_carry_the_contracted_environment(synth: Synth) -> None:
+    s, f, d = synth, synth.stack.functions, synth.stack.data
+    expected = {
+        f.webhook: {
+            "SECRET_ARN": {"Ref": s.logical_id(f.passphrase_secret)},
+            "IDEMPOTENCY_TABLE": {"Ref": s.logical_id(d.idempotency)},
+            "RISK_FUNCTION_NAME": {"Ref": s.logical_id(f.risk)},
+            "POWERTOOLS_SERVICE_NAME": "esml-webhook",
+            "POWERTOOLS_METRICS_NAMESPACE": "esml",
+        },
+        f.risk: {
+            "RISK_STATE_TABLE": {"Ref": s.logical_id(d.risk_state)},
+            "ROUTER_FUNCTION_NAME": {"Ref": s.logical_id(f.router)},
+            "POWERTOOLS_SERVICE_NAME": "esml-risk",
+            "POWERTOOLS_METRICS_NAMESPACE": "esml",
+        },
+        f.router: {
+            "ORDERS_TABLE": {"Ref": s.logical_id(d.orders)},
+            "FILLS_TABLE": {"Ref": s.logical_id(d.fills)},
+            "TRADOVATE_SECRET_ARN": {"Ref": s.logical_id(f.tradovate_secret)},
+            "POWERTOOLS_SERVICE_NAME": "esml-router",
+            "POWERTOOLS_METRICS_NAMESPACE": "esml",
+        },
+    }
+    layer_id = s.logical_id(f.layer)
+    for function, variables in expected.items():
+        props = s.resources[s.logical_id(function)]["Properties"]
+        assert props["Environment"]["Variables"] == variables
+        assert props["Runtime"] == "python3.11"
+        assert props["Handler"] == "handler.lambda_handler"
+        assert props["Layers"] == [{"Ref": layer_id}]
+
+
+def test_passphrase_is_generated_and_tradovate_secret_is_kept(synth: Synth) -> None:
+    functions = synth.stack.functions
+    passphrase = synth.resources[synth.logical_id(functions.passphrase_secret)]
+    generator = passphrase["Properties"]["GenerateSecretString"]
+    assert generator["GenerateStringKey"] == "passphrase"
+    assert json.loads(generator["SecretStringTemplate"]) == {}
+    tradovate = synth.resources[synth.logical_id(functions.tradovate_secret)]
+    assert tradovate["DeletionPolicy"] == "Retain"
+    template = json.loads(tradovate["Properties"]["GenerateSecretString"]["SecretStringTemplate"])
+    generated = tradovate["Properties"]["GenerateSecretString"]["GenerateStringKey"]
+    assert set(template) | {generated} == {
+        "name", "password", "appId", "appVersion", "cid", "sec", "deviceId", "env"
+    }  # fmt: skip
+    assert template["env"] == "demo"
+
+
+def test_each_function_may_touch_only_its_own_resources(synth: Synth) -> None:
+    """Least privilege, and invocation points down the chain: webhook -> risk -> router."""
+    s, f, d = synth, synth.stack.functions, synth.stack.data
+    webhook, risk, router = (s.logical_id(fn) for fn in (f.webhook, f.risk, f.router))
+    webhook_role, risk_role, router_role = (role_of_function(s, i) for i in (webhook, risk, router))
+
+    assert granted(s, webhook_role, "lambda:InvokeFunction") == {risk}
+    assert granted(s, risk_role, "lambda:InvokeFunction") == {router}
+    assert granted(s, router_role, "lambda:") == set()
+
+    assert granted(s, webhook_role, "dynamodb:") == {s.logical_id(d.idempotency)}
+    assert granted(s, risk_role, "dynamodb:") == {s.logical_id(d.risk_state)}
+    assert granted(s, router_role, "dynamodb:") == {s.logical_id(d.orders), s.logical_id(d.fills)}
+
+    assert granted(s, webhook_role, "secretsmanager:") == {s.logical_id(f.passphrase_secret)}
+    assert granted(s, risk_role, "secretsmanager:") == set()
+    assert granted(s, router_role, "secretsmanager:") == {s.logical_id(f.tradovate_secret)}
+
+
+def test_function_assets_hold_handler_esml_and_lambdas_without_caches(synth: Synth) -> None:
+    for folder, function in [("webhook", synth.stack.functions.webhook),
+                             ("risk", synth.stack.functions.risk),
+                             ("router", synth.stack.functions.router)]:  # fmt: skip
+        code = synth.resources[synth.logical_id(function)]["Properties"]["Code"]
+        asset = synth.asset_dir(code["S3Key"].removesuffix(".zip"))
+        handler = REPO_ROOT / "lambdas" / folder / "handler.py"
+        assert (asset / "handler.py").read_bytes() == handler.read_bytes()
+        assert (asset / "esml" / "__init__.py").is_file()
+        assert (asset / "lambdas" / "__init__.py").is_file()
+        assert not [p for p in asset.rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
+
+
+def test_layer_holds_linux_wheels_for_python_3_11(synth: Synth) -> None:
+    layer = synth.resources[synth.logical_id(synth.stack.functions.layer)]["Properties"]
+    assert layer["CompatibleRuntimes"] == ["python3.11"]
+    site = synth.asset_dir(layer["Content"]["S3Key"].removesuffix(".zip")) / "python"
+    assert (site / "aws_lambda_powertools").is_dir()
+    assert (site / "requests").is_dir()
+    binaries = list((site / "pydantic_core").glob("*.so"))
+    assert binaries and all("cpython-311-x86_64-linux-gnu" in b.name for b in binaries)
+
+
+def test_layer_cache_is_reused_without_pip(synth: Synth, monkeypatch: pytest.MonkeyPatch) -> None:
+    requirements = REPO_ROOT / "lambdas" / "requirements.txt"
+    cache_root = REPO_ROOT / "build" / "lambda-layer"
+    assert (cache_root / layer_cache_key(requirements)).is_dir()  # built by the synth
+
+    def no_pip(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pip ran although the layer was cached")
+
+    monkeypatch.setattr(subprocess, "run", no_pip)
+    assert ensure_layer_packages(requirements, cache_root) == cache_root / layer_cache_key(
+        requirements
+    )
+
+
+def test_layer_cache_key_follows_the_requirements(tmp_path: Path) -> None:
+    first = tmp_path / "a.txt"
+    second = tmp_path / "b.txt"
+    first.write_text("requests==2.34.2\n")
+    second.write_text("requests==2.34.1\n")
+    assert layer_cache_key(first) != layer_cache_key(second)
+    assert layer_cache_key(first) == layer_cache_key(first)
+
+
+LAMBDA_RUNTIME_MODULES = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "dateutil",
+    "six",
+    "urllib3",
+)
+"""What the python3.11 Lambda runtime provides besides the standard library."""
+
+
+@pytest.fixture(scope="module")
+def lambda_runtime_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A site-packages holding only the runtime's own modules (linked from this .venv)."""
+    site = tmp_path_factory.mktemp("lambda-runtime")
+    for name in LAMBDA_RUNTIME_MODULES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None, name
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        (site / source.name).symlink_to(source)
+    return site
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the layer holds CPython 3.11 wheels")
+@pytest.mark.parametrize("function", ["webhook", "risk", "router"])
+def test_handler_imports_with_only_the_layer_and_the_lambda_runtime(
+    synth: Synth, lambda_runtime_site: Path, function: str
+) -> None:
+    """Import each handler with the runtime's search path: the asset, the layer, then the
+    runtime's boto3; no site-packages of this machine. A failure names a module missing
+    from lambdas/requirements.txt."""
+    fn = getattr(synth.stack.functions, function)
+    code = synth.resources[synth.logical_id(fn)]["Properties"]["Code"]
+    layer = synth.resources[synth.logical_id(synth.stack.functions.layer)]["Properties"]
+    asset = synth.asset_dir(code["S3Key"].removesuffix(".zip"))
+    site = synth.asset_dir(layer["Content"]["S3Key"].removesuffix(".zip")) / "python"
+    probe = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(asset)!r}, {str(site)!r}]\n"
+        f"sys.path.append({str(lambda_runtime_site)!r})\n"
+        "import handler\n"
+        "assert callable(handler.lambda_handler)\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "HOME": str(lambda_runtime_site),
+    }
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", probe], env=env, cwd=asset, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+# ---------------------------------------------------------------- trading service
+
+
+def test_tick_engine_runs_as_a_single_fargate_task(synth: Synth) -> None:
+    service_id = synth.logical_id(synth.stack.trading.service)
+    props = synth.resources[service_id]["Properties"]
+    assert props["DesiredCount"] == 1
+    assert props["LaunchType"] == "FARGATE"
+    deployment = props["DeploymentConfiguration"]
+    assert deployment["MinimumHealthyPercent"] == 0
+    assert deployment["MaximumPercent"] == 100
+    assert props["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "ENABLED"
+    synth.template.resource_count_is("AWS::EC2::NatGateway", 0)
+    (sg_ref,) = props["NetworkConfiguration"]["AwsvpcConfiguration"]["SecurityGroups"]
+    security_group = synth.resources[sg_ref["Fn::GetAtt"][0]]["Properties"]
+    assert "SecurityGroupIngress" not in security_group
+
+
+def test_tick_engine_image_is_built_from_its_dockerfile(synth: Synth) -> None:
+    task_id = synth.resources[synth.logical_id(synth.stack.trading.service)]["Properties"][
+        "TaskDefinition"
+    ]["Ref"]
+    (container,) = synth.resources[task_id]["Properties"]["ContainerDefinitions"]
+    image_hash = container["Image"]["Fn::Sub"].rsplit(":", 1)[1]
+    image = synth.assets["dockerImages"][image_hash]["source"]
+    assert image["dockerFile"] == "containers/tick_engine/Dockerfile"
+    assert image["platform"] == "linux/amd64"
+    d, f = synth.stack.data, synth.stack.functions
+    assert {e["Name"]: e["Value"] for e in container["Environment"]} == {
+        "ORDERS_TABLE": {"Ref": synth.logical_id(d.orders)},
+        "FILLS_TABLE": {"Ref": synth.logical_id(d.fills)},
+        "RISK_STATE_TABLE": {"Ref": synth.logical_id(d.risk_state)},
+        "MODEL_BUCKET": {"Ref": synth.logical_id(d.model_bucket)},
+        "MODEL_PREFIX": "models/",
+        "RISK_FUNCTION_NAME": {"Ref": synth.logical_id(f.risk)},
+        "TRADOVATE_SECRET_ARN": {"Ref": synth.logical_id(f.tradovate_secret)},
+    }
+    log_group = synth.resources[container["LogConfiguration"]["Options"]["awslogs-group"]["Ref"]]
+    assert log_group["Properties"]["RetentionInDays"] > 0
+
+
+def test_tick_engine_task_role_reaches_risk_models_and_tables_only(synth: Synth) -> None:
+    task_id = synth.resources[synth.logical_id(synth.stack.trading.service)]["Properties"][
+        "TaskDefinition"
+    ]["Ref"]
+    role = synth.resources[task_id]["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
+    s, d, f = synth, synth.stack.data, synth.stack.functions
+    assert granted(s, role, "lambda:InvokeFunction") == {s.logical_id(f.risk)}
+    assert granted(s, role, "dynamodb:") == {
+        s.logical_id(d.orders), s.logical_id(d.fills), s.logical_id(d.risk_state)
+    }  # fmt: skip
+    s3_statements = [st for st in statements_of(s, role) if actions(st)[0].startswith("s3:")]
+    assert all(
+        not a.startswith(("s3:Put", "s3:Delete")) for st in s3_statements for a in actions(st)
+    )
+    objects = {join_literal(r) for st in s3_statements for r in st["Resource"]}
+    assert f"<{s.logical_id(d.model_bucket)}>/models/*" in objects
+
+
+# ---------------------------------------------------------------- retraining
+
+
+@pytest.fixture(scope="module")
+def definition(synth: Synth) -> dict[str, Any]:
+    machine = synth.resources[synth.logical_id(synth.stack.retraining.state_machine)]
+    return json.loads(join_literal(machine["Properties"]["DefinitionString"]))
+
+
+def test_state_machine_runs_a_sagemaker_training_job_to_completion(
+    synth: Synth, definition: dict[str, Any]
+) -> None:
+    train = definition["States"][definition["StartAt"]]
+    assert train["Type"] == "Task"
+    assert train["Resource"].endswith(":states:::sagemaker:createTrainingJob.sync")
+    params = train["Parameters"]
+    metrics = params["AlgorithmSpecification"]["MetricDefinitions"]
+    assert {m["Name"]: m["Regex"] for m in metrics} == TRAINING_METRICS
+    assert "States.UUID()" in params["TrainingJobName.$"]
+    bucket = f"<{synth.logical_id(synth.stack.data.model_bucket)}>"
+    (channel,) = params["InputDataConfig"]
+    assert channel["ChannelName"] == "train"
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith(f"{bucket}/data/")
+    assert params["OutputDataConfig"]["S3OutputPath"].endswith(f"{bucket}/models/")
+    image_hash = params["AlgorithmSpecification"]["TrainingImage"].rsplit(":", 1)[1]
+    image = synth.assets["dockerImages"][image_hash]["source"]
+    assert image["dockerFile"] == "containers/training/Dockerfile"
+    choice = definition["States"][train["Next"]]
+    assert choice["Type"] == "Choice"
+    (completed,) = choice["Choices"]
+    assert completed["StringEquals"] == "Completed"
+    assert definition["States"][completed["Next"]]["Type"] == "Pass"
+    assert definition["States"][choice["Default"]]["Type"] == "Fail"
+    assert definition["States"][train["Catch"][0]["Next"]]["Type"] == "Fail"
+
+
+def test_training_role_is_scoped_to_the_bucket_prefixes(
+    synth: Synth, definition: dict[str, Any]
+) -> None:
+    train = definition["States"][definition["StartAt"]]
+    role = train["Parameters"]["RoleArn"].strip("<>")
+    principal = synth.resources[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+    assert principal["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    assert not synth.resources[role]["Properties"].get("ManagedPolicyArns")
+    bucket = f"<{synth.logical_id(synth.stack.data.model_bucket)}>"
+    reads, writes = set(), set()
+    for st in statements_of(synth, role):
+        if any(a.startswith("s3:") for a in actions(st)):
+            objects = {join_literal(r) for r in st["Resource"]} - {bucket}
+            (reads if "s3:GetObject*" in actions(st) else writes).update(objects)
+    assert reads == {f"{bucket}/data/*"}
+    assert writes == {f"{bucket}/models/*"}
+
+
+def test_weekly_rule_starts_the_state_machine_while_the_market_is_closed(synth: Synth) -> None:
+    machine_id = synth.logical_id(synth.stack.retraining.state_machine)
+    _, rule = only(synth.template.find_resources("AWS::Events::Rule"))
+    props = rule["Properties"]
+    assert props["ScheduleExpression"] == "cron(0 12 ? * SUN *)"
+    assert props["State"] == "ENABLED"
+    (target,) = props["Targets"]
+    assert target["Arn"] == {"Ref": machine_id}
+    events_role = target["RoleArn"]["Fn::GetAtt"][0]
+    assert granted(synth, events_role, "states:StartExecution") == {machine_id}
+
+
+# ---------------------------------------------------------------- monitoring
+
+
+def alarm_metrics(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    props = alarm["Properties"]
+    if "MetricName" in props:
+        return [props]
+    return [m["MetricStat"]["Metric"] for m in props["Metrics"] if "MetricStat" in m]
+
+
+def test_alarms_watch_the_api_functions_service_and_retraining(synth: Synth) -> None:
+    alarms = synth.template.find_resources("AWS::CloudWatch::Alarm")
+    topic = {"Ref": synth.logical_id(synth.stack.monitoring.topic)}
+    assert all(a["Properties"]["AlarmActions"] == [topic] for a in alarms.values())
+    watched: dict[tuple[str, str], set[str]] = {}
+    for alarm in alarms.values():
+        for metric in alarm_metrics(alarm):
+            key = (metric["Namespace"], metric["MetricName"])
+            watched.setdefault(key, set()).update(refs(metric.get("Dimensions", [])))
+    f = synth.stack.functions
+    assert watched[("AWS/Lambda", "Errors")] == {
+        synth.logical_id(fn) for fn in (f.webhook, f.risk, f.router)
+    }
+    assert watched[("AWS/ApiGateway", "5XXError")] == set()  # keyed by the API's name
+    assert (
+        synth.logical_id(synth.stack.trading.service)
+        in watched[("ECS/ContainerInsights", "RunningTaskCount")]
+    )
+    machine = synth.logical_id(synth.stack.retraining.state_machine)
+    assert watched[("AWS/States", "ExecutionsFailed")] == {machine}
+    (not_running,) = [
+        a for a in alarms.values()
+        if any(m["MetricName"] == "RunningTaskCount" for m in alarm_metrics(a))
+    ]  # fmt: skip
+    props = not_running["Properties"]
+    assert props["ComparisonOperator"] == "LessThanThreshold" and props["Threshold"] == 1
+    assert props["TreatMissingData"] == "breaching"
+
+
+def test_api_5xx_alarm_names_the_webhook_api(synth: Synth) -> None:
+    api_name = synth.resources[synth.logical_id(synth.stack.webhook_api.api)]["Properties"]["Name"]
+    alarms = synth.template.find_resources(
+        "AWS::CloudWatch::Alarm", {"Properties": {"MetricName": "5XXError"}}
+    )
+    _, alarm = only(alarms)
+    assert alarm["Properties"]["Dimensions"] == [{"Name": "ApiName", "Value": api_name}]
+
+
+def test_dashboard_shows_every_alarm_and_function(synth: Synth) -> None:
+    _, dashboard = only(synth.template.find_resources("AWS::CloudWatch::Dashboard"))
+    body = json.loads(join_literal(dashboard["Properties"]["DashboardBody"]))
+    shown_alarms = {
+        alarm.strip("<>")
+        for widget in body["widgets"]
+        for alarm in widget["properties"].get("alarms", [])
+    }
+    assert shown_alarms == set(synth.template.find_resources("AWS::CloudWatch::Alarm"))
+    graphed = json.dumps(body["widgets"])
+    f = synth.stack.functions
+    for construct in (f.webhook, f.risk, f.router, synth.stack.retraining.state_machine):
+        assert f"<{synth.logical_id(construct)}>" in graphed
+
+
+# ---------------------------------------------------------------- template lint
+
+
+def test_cfn_lint_finds_no_errors(synth: Synth) -> None:
+    from cfnlint.api import ManualArgs, lint
+
+    template = (synth.assembly_dir / synth.stack.template_file).read_text()
+    matches = lint(template, config=ManualArgs(regions=[synth.stack.region]))
+    errors = [f"{m.rule.id} {m.message}" for m in matches if m.rule.id.startswith("E")]
+    assert errors == []
+
+
+# ---------------------------------------------------------------- settings
+
+
+def context_of(values: dict[str, Any]) -> Any:
+    return lambda key: values.get(key)
+
+
+OFFLINE = {"esml:offlineAccount": "123456789012", "esml:offlineRegion": "us-east-1"}
+
+
+def test_settings_prefer_explicit_context_then_credentials_then_offline() -> None:
+    explicit = Settings.from_context(
+        context_of({**OFFLINE, "esml:account": "210987654321", "esml:region": "eu-west-1"}),
+        {"CDK_DEFAULT_ACCOUNT": "111111111111", "CDK_DEFAULT_REGION": "us-west-2"},
+    )
+    assert (explicit.account, explicit.region, explicit.offline) == (
+        "210987654321",
+        "eu-west-1",
+        False,
+    )
+    cli = Settings.from_context(
+        context_of(OFFLINE),
+        {"CDK_DEFAULT_ACCOUNT": "111111111111", "CDK_DEFAULT_REGION": "us-west-2"},
+    )
+    assert (cli.account, cli.region, cli.offline) == ("111111111111", "us-west-2", False)
+    with pytest.raises(SettingsError, match="esml:region"):
+        Settings.from_context(context_of({**OFFLINE, "esml:account": "210987654321"}), {})
+    # A region alone (no credentials) must not be paired with the placeholder account.
+    offline = Settings.from_context(context_of(OFFLINE), {"CDK_DEFAULT_REGION": "eu-central-1"})
+    assert (offline.account, offline.region, offline.offline) == ("123456789012", "us-east-1", True)
+
+
+def test_offline_placeholder_has_cached_availability_zones() -> None:
+    context = cli_context()
+    key = (
+        f"availability-zones:account={context['esml:offlineAccount']}"
+        f":region={context['esml:offlineRegion']}"
+    )
+    assert len(context[key]) >= 2
+
+
+def test_esml_config_is_validated_with_the_risk_lambdas_loader() -> None:
+    good = Settings.from_context(
+        context_of({**OFFLINE, "esml:esmlConfig": '{"risk": {"max_daily_loss": 500}}'}), {}
+    )
+    assert json.loads(good.esml_config_json or "") == {"risk": {"max_daily_loss": 500}}
+    with pytest.raises(SettingsError, match="esml:esmlConfig"):
+        Settings.from_context(
+            context_of({**OFFLINE, "esml:esmlConfig": {"risk": {"max_dailyloss": 1}}}), {}
+        )
+    with pytest.raises(SettingsError, match="not valid JSON"):
+        Settings.from_context(context_of({**OFFLINE, "esml:esmlConfig": "{risk"}), {})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("esml:account", "12345"), ("esml:alarmEmail", "ops"),
+     ("esml:tradovateBaseUrl", "http://demo.tradovateapi.com/v1"),
+     ("esml:trainingInstanceType", "m5.xlarge")],
+)  # fmt: skip
+def test_malformed_settings_name_their_key(key: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(key)):
+        Settings.from_context(context_of({**OFFLINE, "esml:region": "us-east-1", key: value}), {})
+
+
+# ---------------------------------------------------------------- container images
+
+
+def dockerfile_copy_sources(dockerfile: Path) -> list[str]:
+    sources: list[str] = []
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            sources += [w for w in words[1:-1] if not w.startswith("--")]
+    return sources
+
+
+@pytest.mark.parametrize("image", ["tick_engine", "training"])
+def test_image_build_context_holds_every_copy_source_and_nothing_heavy(
+    synth: Synth, image: str
+) -> None:
+    """The staged asset is exactly what `docker build` will see at deploy."""
+    dockerfile = f"containers/{image}/Dockerfile"
+    (context_dir,) = [
+        synth.assembly_dir / a["source"]["directory"]
+        for a in synth.assets["dockerImages"].values()
+        if a["source"]["dockerFile"] == dockerfile
+    ]
+    assert (context_dir / dockerfile).is_file()
+    sources = dockerfile_copy_sources(REPO_ROOT / dockerfile)
+    assert sources
+    missing = [src for src in sources if not (context_dir / src).exists()]
+    assert missing == []
+    for heavy in (".venv", "node_modules", "cdk.out", "tests", "data", "build", ".git"):
+        assert not (context_dir / heavy).exists(), heavy
+    assert not list(context_dir.rglob("__pycache__"))
+
+
+def test_tick_engine_image_runs_main_as_a_non_root_user() -> None:
+    text = (REPO_ROOT / "containers" / "tick_engine" / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert text.strip().splitlines()[-1] == 'CMD ["python", "containers/tick_engine/main.py"]'
+    assert installed_extras(text) <= {"ml"}
+
+
+def installed_extras(dockerfile_text: str) -> set[str]:
+    """The esml extras a Dockerfile's `pip install /tmp/src[...]` installs."""
+    (extras,) = re.findall(r"pip install [^\n]*/tmp/src(?:\[([\w,]+)\])?", dockerfile_text)
+    return set(filter(None, extras.split(",")))
+
+
+def install_closure(distribution: str, extras: set[str]) -> set[str]:
+    """Every distribution `pip install distribution[extras]` brings in, by canonical name."""
+    seen: set[str] = set()
+    todo = [(distribution, frozenset(extras))]
+    while todo:
+        name, wanted = todo.pop()
+        key = canonicalize_name(name)
+        if key in seen:
+            continue
+        try:
+            requires = importlib.metadata.distribution(name).requires or []
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here, so nothing here can have been imported from it
+        seen.add(key)
+        for line in requires:
+            requirement = Requirement(line)
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate({"extra": e}) for e in wanted or {""}):
+                todo.append((requirement.name, frozenset(requirement.extras)))
+    return seen
+
+
+IMAGE_IMPORT_PROBE = """\
+import importlib.metadata, importlib.util, json, re, sys
+allowed = set(json.loads(sys.argv[2]))
+owners = importlib.metadata.packages_distributions()
+
+class NotInTheImage:
+    def find_spec(self, name, path=None, target=None):
+        dists = owners.get(name.partition(".")[0])
+        if dists and not any(re.sub(r"[-_.]+", "-", d).lower() in allowed for d in dists):
+            raise ModuleNotFoundError(f"No module named {name!r} in the image", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInTheImage())
+spec = importlib.util.spec_from_file_location("image_entry", sys.argv[1])
+module = sys.modules["image_entry"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+"""
+
+
+@pytest.mark.parametrize(
+    ("image", "entry"),
+    [("tick_engine", "containers/tick_engine/main.py"), ("training", "training/train.py")],
+)
+def test_image_entry_imports_with_only_what_its_dockerfile_installs(image: str, entry: str) -> None:
+    """No Docker here: import the entry point in this .venv with every distribution the
+    image's `pip install` would not bring in made unimportable, as it is in the image
+    (optional imports such as numba's yaml then fail quietly, as they do there)."""
+    text = (REPO_ROOT / "containers" / image / "Dockerfile").read_text()
+    installs = install_closure("esml", installed_extras(text))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            IMAGE_IMPORT_PROBE,
+            str(REPO_ROOT / entry),
+            json.dumps(sorted(installs)),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+# ---------------------------------------------------------------- training entry point
+
+
+RECORDING_TRAIN_SCRIPT = """\
+import json, os, sys
+out = os.path.join(os.environ["SM_MODEL_DIR"], "seen.json")
+json.dump({"argv": sys.argv[1:], "env": {k: v for k, v in os.environ.items()
+           if k.startswith("SM_")}}, open(out, "w"))
+"""
+
+
+@pytest.fixture
+def ml_root(tmp_path: Path) -> Path:
+    """An /opt/ml as SageMaker lays it out for a job with one `train` channel."""
+    root = tmp_path / "opt-ml"
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (root / "input" / "data" / "train").mkdir(parents=True)
+    (config / "inputdataconfig.json").write_text(
+        json.dumps(
+            {"train": {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"}}
+        )
+    )
+    (config / "hyperparameters.json").write_text(json.dumps({"seed": "11", "instrument": '"MES"'}))
+    return root
+
+
+def test_entrypoint_maps_sagemaker_layout_onto_train_py(ml_root: Path, tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(RECORDING_TRAIN_SCRIPT)
+    status = training_entrypoint.run_training(
+        ["train"], ml_root=ml_root, train_script=script, environ={"PATH": os.environ["PATH"]}
+    )
+    assert status == 0
+    seen = json.loads((ml_root / "model" / "seen.json").read_text())
+    assert seen["argv"] == ["--instrument", "MES", "--seed", "11"]
+    assert seen["env"]["SM_CHANNEL_TRAIN"] == str(ml_root / "input" / "data" / "train")
+    assert seen["env"]["SM_MODEL_DIR"] == str(ml_root / "model")
+    assert seen["env"]["SM_OUTPUT_DATA_DIR"] == str(ml_root / "output" / "data")
+    assert json.loads(seen["env"]["SM_CHANNELS"]) == ["train"]
+    assert not (ml_root / "output" / "failure").exists()
+
+
+REAL_MBO_SAMPLE = REPO_ROOT / "data" / "samples" / "esh4-glbx-mdp3-20231225.mbo.dbn.zst"
+
+
+def test_training_image_entry_trains_on_real_es_data(
+    ml_root: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """SageMaker's layout in, the real training/train.py on a real CME ES MBO day: the model
+    lands in SM_MODEL_DIR and the log carries every metric the job's definitions parse."""
+    (ml_root / "input" / "config" / "hyperparameters.json").write_text("{}")
+    (ml_root / "input" / "data" / "train" / REAL_MBO_SAMPLE.name).symlink_to(REAL_MBO_SAMPLE)
+    assert training_entrypoint.run_training(["train"], ml_root=ml_root) == 0
+    assert {p.name for p in (ml_root / "model").iterdir()} >= {"model.onnx", "manifest.json"}
+    captured = capfd.readouterr()
+    log = captured.out + captured.err
+    for name, regex in TRAINING_METRICS.items():
+        assert re.search(regex, log), name
+    assert not (ml_root / "output" / "failure").exists()
+
+
+def test_entrypoint_reports_a_failed_training_run(ml_root: Path, tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys\nprint('no MBO files under the train channel', file=sys.stderr)\nsys.exit(3)\n"
+    )
+    status = training_entrypoint.run_training(
+        ["train"], ml_root=ml_root, train_script=script, environ={"PATH": os.environ["PATH"]}
+    )
+    assert status == 3
+    failure = (ml_root / "output" / "failure").read_text()
+    assert "exited with status 3" in failure
+    assert "no MBO files under the train channel" in failure
+
+
+def test_entrypoint_refuses_other_commands_and_bad_hyperparameters(
+    ml_root: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("raise SystemExit('must not run')\n")
+    assert training_entrypoint.run_training(["serve"], ml_root=ml_root, train_script=script) == 2
+    assert not (ml_root / "model").exists()
+    (ml_root / "input" / "config" / "hyperparameters.json").write_text("[1, 2]")
+    assert training_entrypoint.run_training(["train"], ml_root=ml_root, train_script=script) == 2
+    assert "must hold a JSON object" in (ml_root / "output" / "failure").read_text()
+    assert not (ml_root / "model").exists()
