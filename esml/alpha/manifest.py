@@ -18,6 +18,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# the serving contract of every model.onnx: one float32 input, one probability output
+INPUT_NAME = "features"
+OUTPUT_NAME = "probabilities"
+
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 CLASSES = ("down", "flat", "up")

@@ -15,8 +15,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import onnxruntime as ort
 
-from esml.alpha.manifest import CLASSES, MODEL_FILE, ModelFileError, ModelManifest
-from esml.alpha.onnx_export import INPUT_NAME, OUTPUT_NAME
+from esml.alpha.manifest import (
+    CLASSES,
+    INPUT_NAME,
+    MODEL_FILE,
+    OUTPUT_NAME,
+    ModelFileError,
+    ModelManifest,
+)
 
 
 @runtime_checkable

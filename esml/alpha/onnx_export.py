@@ -17,8 +17,8 @@ import onnxruntime as ort
 import xgboost as xgb
 from onnx import TensorProto, helper, numpy_helper
 
-INPUT_NAME = "features"
-OUTPUT_NAME = "probabilities"
+from esml.alpha.manifest import INPUT_NAME, OUTPUT_NAME
+
 PARITY_TOLERANCE = 1e-5
 _BRANCH_LT = 1  # TreeEnsemble nodes_modes: XGBoost goes left when x < split_condition
 _SUPPORTED_OBJECTIVES = ("multi:softprob", "multi:softmax")
