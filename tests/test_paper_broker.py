@@ -8,6 +8,7 @@ from esml.broker.base import OrderRejected
 from esml.broker.paper import PaperBroker
 from esml.data.book import BookState, apply_event
 from esml.execution.orders import BracketSpec, OrderIntent, OrderRole, OrderStatus, Side
+from esml.features.kernel import NO_TRIGGER_HI, NO_TRIGGER_LO
 from esml.market.events import ADD, ASK, BID
 from esml.market.instruments import ES
 
@@ -60,7 +61,7 @@ def test_stop_triggers_on_a_trade_at_the_stop_and_cancels_the_target(book) -> No
     assert fills[0].price == 4800.00  # a stop becomes a market order: the best bid
     assert p.target.status is OrderStatus.CANCELLED
     assert broker.position("ES") == 0
-    assert broker.trigger_levels() == (-(1 << 62), 1 << 62)
+    assert broker.trigger_levels() == (NO_TRIGGER_LO, NO_TRIGGER_HI)
 
 
 def test_target_fills_only_on_a_print_through_it(book) -> None:

@@ -22,10 +22,9 @@ from esml.execution.orders import (
     OrderType,
     Side,
 )
+from esml.features.kernel import NO_TRIGGER_HI, NO_TRIGGER_LO
 from esml.market.instruments import PRICE_SCALE, Instrument
 
-NO_LO = -(1 << 62)
-NO_HI = 1 << 62
 DEPTH_LEVELS = 10
 
 
@@ -36,9 +35,12 @@ class PaperBroker:
         self.commission = commission_per_side
         self.now_ns = 0
         self._orders: dict[str, Order] = {}
+        self._working: dict[str, Order] = {}  # what a trade can still fill
         self._by_client: dict[str, Placement] = {}
         self._fills: list[Fill] = []
         self._position: dict[str, int] = {}
+        self._changed: dict[str, Order] = {}  # orders created or changed since the last take
+        self._new_fills: list[Fill] = []
 
     # --- Broker protocol -------------------------------------------------------------
     def place(self, intent: OrderIntent) -> Placement:
@@ -50,8 +52,8 @@ class PaperBroker:
                                 OrderType.MARKET, OrderRole.ENTRY)  # fmt: skip
         price = self._market_fill_price(intent.side, intent.qty)
         if price is None:
-            entry.status = OrderStatus.REJECTED
             entry.reject_reason = "not enough liquidity in the book"
+            self._set(entry, OrderStatus.REJECTED)
             self._by_client[intent.client_id] = Placement(entry)
             raise OrderRejected(intent.client_id, entry.reject_reason)
         self._fill(entry, price)
@@ -65,7 +67,8 @@ class PaperBroker:
             target = self._leg(intent, exit_side, OrderType.LIMIT, OrderRole.TARGET, entry)
             target.price = price + sign * intent.bracket.target_ticks * tick
             stop.oco_id, target.oco_id = target.order_id, stop.order_id
-            stop.status = target.status = OrderStatus.WORKING
+            self._set(stop, OrderStatus.WORKING)
+            self._set(target, OrderStatus.WORKING)
         placement = Placement(entry, stop, target)
         self._by_client[intent.client_id] = placement
         return placement
@@ -73,7 +76,7 @@ class PaperBroker:
     def cancel(self, order_id: str) -> None:
         o = self._orders[order_id]
         if not o.status.is_final:
-            o.status = OrderStatus.CANCELLED
+            self._set(o, OrderStatus.CANCELLED)
 
     def flatten(self, symbol: str, client_id: str, reason: str) -> Order | None:
         for o in self.working_orders(symbol):
@@ -86,8 +89,8 @@ class PaperBroker:
                                 OrderRole.EXIT)  # fmt: skip
         price = self._market_fill_price(side, abs(pos))
         if price is None:
-            exit_.status = OrderStatus.REJECTED
             exit_.reject_reason = f"{reason}: not enough liquidity in the book"
+            self._set(exit_, OrderStatus.REJECTED)
             raise OrderRejected(client_id, exit_.reject_reason)
         self._fill(exit_, price)
         return exit_
@@ -99,19 +102,21 @@ class PaperBroker:
         return list(self._fills)
 
     # --- what the engine needs -------------------------------------------------------
-    def orders(self) -> list[Order]:
-        return list(self._orders.values())
+    def take_updates(self) -> tuple[list[Order], list[Fill]]:
+        """Orders created or changed, and fills made, since the last call: what to journal."""
+        orders, fills = list(self._changed.values()), self._new_fills
+        self._changed, self._new_fills = {}, []
+        return orders, fills
 
     def working_orders(self, symbol: str) -> list[Order]:
-        return [o for o in self._orders.values()
-                if o.symbol == symbol and o.status is OrderStatus.WORKING]  # fmt: skip
+        return [o for o in self._working.values() if o.symbol == symbol]
 
     def trigger_levels(self) -> tuple[int, int]:
         """Fixed-point prices: a trade at or below `lo`, or at or above `hi`, may fill us."""
-        lo, hi = NO_LO, NO_HI
+        lo, hi = NO_TRIGGER_LO, NO_TRIGGER_HI
         tick = self.instrument.tick_fixed
-        for o in self._orders.values():
-            if o.status is not OrderStatus.WORKING or o.price is None:
+        for o in self._working.values():
+            if o.price is None:
                 continue
             px = self.instrument.to_fixed(o.price)
             if o.order_type is OrderType.STOP:
@@ -130,9 +135,9 @@ class PaperBroker:
         before = len(self._fills)
         price = price_fixed / PRICE_SCALE
         tick = self.instrument.tick_size
-        for o in list(self._orders.values()):
+        for o in list(self._working.values()):
             if o.status is not OrderStatus.WORKING or o.price is None:
-                continue
+                continue  # its OCO partner filled earlier in this loop
             if o.order_type is OrderType.STOP:
                 hit = price <= o.price if o.side is Side.SELL else price >= o.price
                 fill_px = self._market_fill_price(o.side, o.remaining) if hit else None
@@ -152,7 +157,16 @@ class PaperBroker:
         o = Order(oid, client_id, symbol, side, qty, kind, role, parent_id=parent,
                   ts_ns=self.now_ns)  # fmt: skip
         self._orders[oid] = o
+        self._changed[oid] = o
         return o
+
+    def _set(self, o: Order, status: OrderStatus) -> None:
+        o.status = status
+        if status is OrderStatus.WORKING:
+            self._working[o.order_id] = o
+        else:
+            self._working.pop(o.order_id, None)
+        self._changed[o.order_id] = o
 
     def _leg(self, intent: OrderIntent, side: Side, kind: OrderType, role: OrderRole,
              entry: Order) -> Order:  # fmt: skip
@@ -178,19 +192,19 @@ class PaperBroker:
         qty = o.remaining
         o.filled_qty += qty
         o.avg_fill_price = price
-        o.status = OrderStatus.FILLED
+        self._set(o, OrderStatus.FILLED)
         self._position[o.symbol] = self.position(o.symbol) + o.side.sign * qty
-        self._fills.append(
-            Fill(
-                fill_id=f"{o.order_id}-F{len(self._fills) + 1}",
-                order_id=o.order_id,
-                client_id=o.client_id,
-                symbol=o.symbol,
-                side=o.side,
-                qty=qty,
-                price=price,
-                commission=self.commission * qty,
-                ts_ns=self.now_ns,
-                role=o.role,
-            )
+        fill = Fill(
+            fill_id=f"{o.order_id}-F{len(self._fills) + 1}",
+            order_id=o.order_id,
+            client_id=o.client_id,
+            symbol=o.symbol,
+            side=o.side,
+            qty=qty,
+            price=price,
+            commission=self.commission * qty,
+            ts_ns=self.now_ns,
+            role=o.role,
         )
+        self._fills.append(fill)
+        self._new_fills.append(fill)

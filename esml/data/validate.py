@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from esml.data.book import M_BASE, M_BEST_ASK, M_BEST_BID, M_TICK, BookState, apply_event
+from esml.data.book import (
+    M_BASE,
+    M_BEST_ASK,
+    M_BEST_BID,
+    M_ERROR,
+    M_TICK,
+    BookState,
+    apply_event,
+)
 from esml.market.events import BID, F_LAST, F_SNAPSHOT, FILL, NO_SIDE, TRADE
 
 
@@ -99,7 +107,7 @@ def _check(ev, meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx, o_si
             meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx, o_size, o_side, free,
             e.action, e.side, e.price, e.size, e.order_id,
         )  # fmt: skip
-        if meta[8] != 0:
+        if meta[M_ERROR] != 0:
             return i
         if (e.flags & F_LAST) != 0:
             nb = 0

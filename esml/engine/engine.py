@@ -19,7 +19,7 @@ from esml.config import EsmlConfig
 from esml.data.book import BookState, l2_levels
 from esml.decision.gates import GateStack
 from esml.decision.proposal import AccountState, Proposal
-from esml.execution.orders import BracketSpec, Fill, OrderIntent, Side, client_order_id
+from esml.execution.orders import BracketSpec, OrderIntent, Side, client_order_id
 from esml.features.batch import decision_ok, next_decision
 from esml.features.kernel import DECISION, END, ERROR, TRIGGER, advance, touch
 from esml.features.streaming import N_FEATURES, FeatureState, compute, ready
@@ -66,7 +66,7 @@ class Engine:
         self._exit_after_ns = round(cfg.execution.time_exit_s * 1e9)
         self._until: int | None = None
         self._entry_ts: int | None = None
-        self._cash = 0.0  # signed cash flow of today's fills, net of commissions
+        self._cash = 0.0  # cash flow of today's fills and the open position's, net of costs
         self._row = np.zeros(N_FEATURES, np.float32)
         self._depth = np.zeros((5, 4), np.int64)
 
@@ -92,7 +92,8 @@ class Engine:
                 self.book.check(f" at record {i} of this chunk")
             if why == TRIGGER:
                 self.broker.now_ns = int(ev["ts_recv"][i - 1])
-                self._record_fills(self.broker.on_trade(int(ev["price"][i - 1])))
+                self.broker.on_trade(int(ev["price"][i - 1]))
+                self._journal_broker_updates()
             elif why == DECISION:
                 self._decide(due)
                 if due == self._until:
@@ -105,8 +106,9 @@ class Engine:
         self.broker.now_ns = ts
         day = trading_day(ts)
         if day != self.account.trading_day:
+            # what was realised belongs to the old day; an open position's flows carry over
+            self._cash -= self.account.realized_pnl
             self.account.roll_to(day)
-            self._cash = self.account.realized_pnl - self._open_cash()
         pos = self.broker.position(self.symbol)
         if pos != 0 and self._entry_ts is not None and ts - self._entry_ts >= self._exit_after_ns:
             self.flatten(ts, "time exit")
@@ -157,9 +159,10 @@ class Engine:
             ts_ns=ts,
         )
         try:
-            placement = self.broker.place(intent)
+            self.broker.place(intent)
         except OrderRejected as e:
             self.stats.rejected_by_broker += 1
+            self._journal_broker_updates()
             self.journal.record_decision(
                 DecisionRecord(
                     ts, self.symbol, "broker", side.value, qty, False, "broker", e.reason
@@ -168,9 +171,7 @@ class Engine:
             return
         self.stats.orders += 1
         self._entry_ts = ts
-        for o in placement.orders:
-            self.journal.record_order(o)
-        self._record_fills(self.broker.fills()[-1:])
+        self._journal_broker_updates()
 
     def flatten(self, ts: int, reason: str) -> None:
         try:
@@ -179,25 +180,19 @@ class Engine:
             self.journal.record_decision(
                 DecisionRecord(ts, self.symbol, "broker", "exit", 0, False, "broker", e.reason)
             )
-            return
-        self._record_fills([f for f in self.broker.fills() if f.ts_ns == ts])
+        self._journal_broker_updates()
 
-    def _open_cash(self) -> float:
-        """Cash flow of the fills of the position still open (it carries into a new day)."""
-        return 0.0 if self.broker.position(self.symbol) == 0 else self._cash
-
-    def _record_fills(self, fills: list[Fill]) -> None:
+    def _journal_broker_updates(self) -> None:
+        """Journal every order transition and fill the broker made, then update the account."""
+        orders, fills = self.broker.take_updates()
+        for o in orders:
+            self.journal.record_order(o)
         pv = self.instrument.point_value
-        touched: set[str] = set()
         for f in fills:
             if not self.journal.record_fill(f):
                 continue
             self.stats.fills += 1
             self._cash += -f.side.sign * f.qty * f.price * pv - f.commission
-            touched.add(f.order_id)
-        for o in self.broker.orders():
-            if o.order_id in touched or o.oco_id in touched or o.parent_id in touched:
-                self.journal.record_order(o)
         pos = self.broker.position(self.symbol)
         self.account.position = pos
         if pos == 0 and fills:

@@ -13,11 +13,11 @@ import pandas as pd
 from rich.table import Table
 
 from esml.evaluation.trades import RoundTrip
+from esml.market.calendar import CHICAGO, DAY_START
 
-CME_TZ = "America/Chicago"
 TRADING_DAYS_PER_YEAR = 252
-# The CME Globex day opens at 17:00 Chicago time for the next calendar day's session.
-_SESSION_ROLL = pd.Timedelta(hours=7)
+# the vectorised form of esml.market.calendar.trading_date: shift 17:00 CT to midnight
+_SESSION_ROLL = pd.Timedelta(hours=24 - DAY_START.hour, minutes=-DAY_START.minute)
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,10 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def trading_days(ts_ns: Sequence[int] | np.ndarray) -> np.ndarray:
-    """The CME trading day (datetime64[D]) of each UTC nanosecond timestamp: Chicago wall
-    time from 17:00 on belongs to the next weekday's session (Sunday evening is Monday's),
-    the rule the risk state's daily loss budget uses."""
+    """`esml.market.calendar.trading_date` over an array, as datetime64[D]; vectorised
+    because equity curves have many points (tests hold the two to the same answers)."""
     utc = pd.to_datetime(np.asarray(ts_ns, dtype=np.int64), unit="ns", utc=True)
-    wall = utc.tz_convert(CME_TZ).tz_localize(None) + _SESSION_ROLL
+    wall = utc.tz_convert(CHICAGO).tz_localize(None) + _SESSION_ROLL
     return np.busday_offset(wall.normalize().to_numpy().astype("datetime64[D]"), 0, "forward")
 
 

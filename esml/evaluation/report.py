@@ -13,9 +13,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from esml.evaluation.metrics import CME_TZ, Metrics, metric_rows, usd
+from esml.evaluation.metrics import Metrics, metric_rows, usd
 from esml.evaluation.trades import RoundTrip
 from esml.execution.orders import Side
+from esml.market.calendar import CHICAGO
 
 MAX_PRICE_POINTS = 50_000
 SYNTHETIC_BANNER = "SYNTHETIC DATA"
@@ -63,7 +64,7 @@ def to_chicago(ts_ns: np.ndarray | Sequence[int]) -> np.ndarray:
     """UTC nanoseconds as naive Chicago wall-clock datetimes: plotly axes have no time
     zone, so the conversion happens here and the axis says CT."""
     utc = pd.to_datetime(np.asarray(ts_ns, dtype=np.int64), unit="ns", utc=True)
-    return utc.tz_convert(CME_TZ).tz_localize(None).to_numpy()
+    return utc.tz_convert(CHICAGO).tz_localize(None).to_numpy()
 
 
 def build_figure(

@@ -11,12 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from esml.data.book import BookState, l2_levels
-from esml.features.kernel import END, ERROR, advance, touch
+from esml.data.book import M_TICK, BookState, l2_levels
+from esml.features.kernel import END, ERROR, NO_TRIGGER_HI, NO_TRIGGER_LO, advance, touch
 from esml.features.streaming import N_FEATURES, FeatureState, compute, ready
-
-NO_TRIGGER_LO = -(1 << 62)
-NO_TRIGGER_HI = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ def _run(ev, meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx, o_size
     n = len(ev)
     if n == 0:
         return 0
-    tick = meta[1]
+    tick = meta[M_TICK]
     depth = np.zeros((5, 4), np.int64)
     row = np.zeros(N_FEATURES, np.float32)
     until = (ev[0].ts_recv // interval_ns) * interval_ns

@@ -16,6 +16,9 @@ from esml.data.book import M_BASE, M_BEST_ASK, M_BEST_BID, M_ERROR, M_TICK, appl
 from esml.features.streaming import update
 from esml.market.events import TRADE
 
+NO_TRIGGER_LO = -(1 << 62)  # trigger prices that no trade reaches: nothing is working
+NO_TRIGGER_HI = 1 << 62
+
 DECISION = 0
 TRIGGER = 1
 END = 2

@@ -8,6 +8,14 @@ from typing import Protocol
 from esml.execution.orders import Fill, Order
 
 
+class JournalError(RuntimeError):
+    """The journal is unusable, or a write conflicts with what it holds; nothing was written."""
+
+
+class JournalConflict(JournalError):
+    """A write would replace a different record under the same key (an order id, a fill id)."""
+
+
 @dataclass(frozen=True)
 class SignalRecord:
     ts_ns: int

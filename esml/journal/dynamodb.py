@@ -27,13 +27,9 @@ from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
 from esml.execution.orders import Fill, Order, OrderRole, OrderStatus, OrderType, Side
-from esml.journal.base import DecisionRecord, SignalRecord
+from esml.journal.base import DecisionRecord, JournalConflict, SignalRecord
 
 _FINAL = [s.value for s in OrderStatus if s.is_final]
-
-
-class JournalConflict(RuntimeError):
-    """A write would replace a different record under the same key; nothing was written."""
 
 
 def _is_conditional_failure(e: ClientError) -> bool:

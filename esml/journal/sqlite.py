@@ -20,7 +20,7 @@ import numpy as np
 
 from esml.decision.proposal import AccountState, TradingState
 from esml.execution.orders import Fill, Order, OrderRole, OrderStatus, OrderType, Side
-from esml.journal.base import DecisionRecord, SignalRecord
+from esml.journal.base import DecisionRecord, JournalConflict, JournalError, SignalRecord
 
 SCHEMA_VERSION = 1
 
@@ -100,10 +100,6 @@ _ACCOUNT_FIELDS = tuple(f.name for f in fields(AccountState))
 # Fields that name an order; a record with the same id but a different value here is a
 # different order, and overwriting it would lose the first one.
 _ORDER_IDENTITY = ("client_id", "symbol", "side", "role", "parent_id")
-
-
-class JournalError(RuntimeError):
-    """The journal file is unusable, or a write conflicts with what it holds."""
 
 
 class StaleAccountStateError(JournalError):
@@ -239,7 +235,7 @@ class SQLiteJournal:
                 if tuple(stored) != new:
                     was = dict(zip(_ORDER_IDENTITY, stored, strict=True))
                     now = dict(zip(_ORDER_IDENTITY, new, strict=True))
-                    raise JournalError(
+                    raise JournalConflict(
                         f"order {o.order_id} in {self.path} is {was}; "
                         f"refusing to overwrite it with {now}"
                     )
@@ -280,7 +276,9 @@ class SQLiteJournal:
             stored = c.execute(f"SELECT {cols} FROM fills WHERE fill_id = ?", (f.fill_id,))
             old = _fill_from_row(dict(zip(_FILL_COLUMNS, stored.fetchone(), strict=True)))
         if old != _fill_from_row(row):
-            raise JournalError(f"fill {f.fill_id} is already in {self.path} as {old}; refusing {f}")
+            raise JournalConflict(
+                f"fill {f.fill_id} is already in {self.path} as {old}; refusing {f}"
+            )
         return False
 
     def fills(self) -> list[Fill]:

@@ -29,6 +29,7 @@ from esml.decision.gates import GateStack
 from esml.decision.proposal import AccountState, Proposal
 from lambdas.invoker import Invoker, LambdaInvoker
 from lambdas.messages import RiskAnswer, RiskRequest, RouteAnswer, RouteRequest
+from lambdas.wiring import ColdStart
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "esml-risk")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "esml")
@@ -163,24 +164,12 @@ class Risk:
         return state
 
 
-_risk: Risk | None = None
-
-
-def use(risk: Risk | None) -> None:
-    """Replace the cold-start wiring (tests, local runs); None rebuilds from the environment."""
-    global _risk
-    _risk = risk
-
-
-def _app() -> Risk:
-    global _risk
-    if _risk is None:
-        _risk = Risk.from_env(os.environ, config=CONFIG)
-    return _risk
+_app: ColdStart[Risk] = ColdStart(lambda env: Risk.from_env(env, config=CONFIG))
+use = _app.use
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = RiskRequest.model_validate(event)
-    return _app().decide(request).model_dump(mode="json")
+    return _app.get().decide(request).model_dump(mode="json")

@@ -33,6 +33,7 @@ from esml.execution.orders import (
 )
 from esml.journal.dynamodb import DynamoDBJournal
 from lambdas.messages import OrderView, RouteAnswer, RouteRequest, RouteStatus
+from lambdas.wiring import ColdStart
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "esml-router"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "esml"))
@@ -172,24 +173,12 @@ class Router:
 
 _LEGS = (OrderRole.STOP, OrderRole.TARGET)
 
-_router: Router | None = None
-
-
-def use(router: Router | None) -> None:
-    """Replace the cold-start wiring (tests, local runs); None rebuilds from the environment."""
-    global _router
-    _router = router
-
-
-def _app() -> Router:
-    global _router
-    if _router is None:
-        _router = Router.from_env(os.environ)
-    return _router
+_app: ColdStart[Router] = ColdStart(Router.from_env)
+use = _app.use
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = RouteRequest.model_validate(event)
-    return _app().route(request).model_dump(mode="json")
+    return _app.get().route(request).model_dump(mode="json")

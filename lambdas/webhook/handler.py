@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from esml.decision.alerts import AlertOrder, TradingViewAlert, parse_alert
 from lambdas.invoker import DownstreamError, Invoker, LambdaInvoker
 from lambdas.messages import RiskAnswer, RiskRequest
+from lambdas.wiring import ColdStart
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "esml-webhook"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "esml"))
@@ -147,23 +148,11 @@ class Webhook:
         return RiskAnswer.model_validate(answer).model_dump(mode="json")
 
 
-_webhook: Webhook | None = None
-
-
-def use(webhook: Webhook | None) -> None:
-    """Replace the cold-start wiring (tests, local runs); None rebuilds from the environment."""
-    global _webhook
-    _webhook = webhook
-
-
-def _app() -> Webhook:
-    global _webhook
-    if _webhook is None:
-        _webhook = Webhook.from_env(os.environ)
-    return _webhook
+_app: ColdStart[Webhook] = ColdStart(Webhook.from_env)
+use = _app.use
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return _app().handle(event, context)
+    return _app.get().handle(event, context)
