@@ -114,9 +114,13 @@ def test_the_daily_loss_budget_rolls_at_17_00_chicago_with_the_open_position(
     """Realised P&L restarts at the CME day boundary; a trade open across it counts, whole,
     for the day it closes in."""
     boundary = 1_709_593_200_000_000_000  # 2024-03-04 23:00 UTC = 17:00 CST
-    events = generate_session(7, start_ns=boundary - 300 * 10**9, duration_s=900)
+    # the last ten minutes before the 16:00 CT close, then the first ten after the reopen
+    events = np.concatenate([
+        generate_session(7, start_ns=boundary - 4200 * 10**9, duration_s=600),
+        generate_session(8, start_ns=boundary, duration_s=600),
+    ])  # fmt: skip
     model = OnnxAlphaModel.load(demo_model_dir)
-    cfg = load_config(risk={"min_confidence": 0.0, "max_daily_loss": 1e9})  # trade whenever flat
+    cfg = load_config(risk={"min_confidence": 0.0, "max_daily_loss": 1e9, "blocked_ct": []})
     journal = SQLiteJournal(":memory:")
     engine = Engine(cfg, model, journal, AccountState("2024-03-04"))
     engine.on_events(events)

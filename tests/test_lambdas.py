@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from esml.config import ConfigError
+from esml.config import DEFAULT_BUDGETS, ConfigError
 from esml.decision.account_store import AccountStore, ConcurrentUpdateError
 from esml.decision.alerts import NothingToExit, TradingViewAlert, front_month, parse_alert
 from esml.decision.gates import MaxPositionGate
@@ -178,7 +178,7 @@ def test_the_same_alert_again_places_nothing(stack: Stack) -> None:
 def test_an_alert_reaching_risk_again_is_not_sent_twice(make_stack: Any) -> None:
     """Past the idempotency window the orders table's claim still holds the line (room
     for a second contract, so the replay passes the gates and reaches the router)."""
-    stack = make_stack({"risk": {"max_position": 2}})
+    stack = make_stack({"risk": {"max_position": 2, "budgets": {"RTH": {"cooldown_s": 0}}}})
     stack.post(alert())
     request = RiskRequest(alert=parse_alert(json.dumps(alert())).order())
     answer = risk_handler.lambda_handler(request.model_dump(mode="json"), LocalContext())
@@ -253,17 +253,23 @@ def test_a_missing_field_gets_422(stack: Stack) -> None:
 
 def test_a_risk_rejection_places_nothing_and_names_the_gate(stack: Stack) -> None:
     stack.post(alert())
-    status, answer = stack.post(alert(time="2025-03-07T15:35:10Z", price=5774.0))
+    status, answer = stack.post(alert(time="2025-03-07T15:30:15Z", price=5774.0))
     assert status == 200 and answer["status"] == "risk_rejected"
-    assert answer["gate"] == "max_position"
-    assert answer["reason"] == "position would be +2, limit is 1"
+    assert (answer["gate"], answer["reason"]) == (
+        "cooldown", "10.0 s since the last entry, cooldown 30 s"
+    )
+    status, answer = stack.post(alert(time="2025-03-07T15:36:10Z", price=5774.0))
+    assert (answer["gate"], answer["reason"]) == ("max_position", "position +1 is at the limit 1")
     assert len(stack.sim.calls("/order/placeoso")) == 1
     assert len(stack.orders("entry")) == 1 and stack.position() == 1
 
 
 def test_config_from_the_environment_sets_limits_and_brackets(make_stack: Any) -> None:
     stack = make_stack(
-        {"risk": {"max_position": 2}, "execution": {"stop_ticks": 6, "target_ticks": 10}}
+        {
+            "risk": {"max_position": 2, "budgets": {"RTH": {"cooldown_s": 0}}},
+            "execution": {"stop_ticks": 6, "target_ticks": 10},
+        }
     )
     assert stack.post(alert())[1]["status"] == "placed"
     answer = stack.post(alert(time="2025-03-07T15:35:10Z", price=5773.5))[1]
@@ -351,14 +357,14 @@ def test_a_conflicting_write_is_retried_and_the_gate_decides_on_fresh_state(
         attempts.append(state.position)
         if len(attempts) == 1:  # another Lambda takes the last contract meanwhile
             theirs.update("primary", lambda s: setattr(s, "position", s.position + 1))
-        reason = gate.check(proposal, state)
+        reason = gate.check(proposal, state, DEFAULT_BUDGETS["RTH"])
         if reason is None:
             state.position += proposal.signed_qty
         return reason
 
     state, reason = ours.update("primary", reserve)
     assert attempts == [0, 1]
-    assert reason == "position would be +2, limit is 1"
+    assert reason == "position +1 is at the limit 1"
     assert state.position == 1 and ours.load("primary").version == 1
 
 

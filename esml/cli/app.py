@@ -11,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from esml.alpha.model import OnnxAlphaModel
+from esml.cli import data_cmd
 from esml.alpha.xgb import train_direction_model
 from esml.config import ConfigError, EsmlConfig, load_config
 from esml.data.dbn import DataFileError, main_instrument, read_mbo
@@ -22,6 +23,7 @@ from esml.journal.sqlite import SQLiteJournal
 from esml.sim.synthetic import DEFAULT_START_NS, generate_session
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.add_typer(data_cmd.app, name="data")
 console = Console(soft_wrap=True)
 
 DEFAULT_ES_FILE = Path("data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst")

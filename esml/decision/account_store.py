@@ -105,6 +105,12 @@ def _to_item(account: str, s: AccountState) -> dict[str, Any]:
         "realized_pnl": Decimal(str(s.realized_pnl)),
         "state": s.state.value,
         "version": s.version,
+        "peak_pnl": Decimal(str(s.peak_pnl)),
+        "loss_streak": s.loss_streak,
+        "last_entry_ns": s.last_entry_ns,
+        "segment": s.segment,
+        "segment_pnl": Decimal(str(s.segment_pnl)),
+        "halt_reason": s.halt_reason,
     }
 
 
@@ -115,4 +121,10 @@ def _from_item(item: dict[str, Any]) -> AccountState:
         realized_pnl=float(item["realized_pnl"]),
         state=TradingState(item["state"]),
         version=int(item["version"]),
+        peak_pnl=float(item.get("peak_pnl", 0)),  # items written before these fields existed
+        loss_streak=int(item.get("loss_streak", 0)),
+        last_entry_ns=int(item.get("last_entry_ns", 0)),
+        segment=str(item.get("segment", "")),
+        segment_pnl=float(item.get("segment_pnl", 0)),
+        halt_reason=str(item.get("halt_reason", "")),
     )

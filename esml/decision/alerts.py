@@ -14,7 +14,7 @@ delivery can never place a second order.
 from __future__ import annotations
 
 import calendar
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import ClassVar, Literal
 
 from pydantic import (
@@ -32,42 +32,23 @@ from pydantic import (
 from esml.decision.proposal import Proposal
 from esml.execution.orders import Side, client_order_id
 from esml.market.calendar import trading_date
+from esml.market.contracts import MONTH_CODES, QUARTERLY_MONTHS, front_contract
 from esml.market.instruments import Instrument, instrument_for
 
 MAX_ALERT_CONTRACTS = 100
 """A sanity bound on one alert; the risk gates enforce the real position limit."""
 
-_QUARTERLY = {3: "H", 6: "M", 9: "U", 12: "Z"}
-_MONTH_OF_CODE = {code: month for month, code in _QUARTERLY.items()}
-_ROLL_DAYS_BEFORE_EXPIRY = 8  # CME equity-index roll: the Thursday before expiry week
+_QUARTERLY_CODES = frozenset(MONTH_CODES[m] for m in QUARTERLY_MONTHS)
 
 
 class NothingToExit(ValueError):
     """An exit alert arrived while the account is flat."""
 
 
-def _third_friday(year: int, month: int) -> date:
-    first_weekday, _ = calendar.monthrange(year, month)
-    first_friday = 1 + (calendar.FRIDAY - first_weekday) % 7
-    return date(year, month, first_friday + 14)
-
-
 def front_month(root: str, trading_day: date) -> str:
     """The quarterly contract that is front on `trading_day`, in Tradovate's spelling
-    ("ESZ5"): the nearest H/M/U/Z whose roll date (eight days before its third-Friday
-    expiry) is still ahead."""
-    year, month = trading_day.year, trading_day.month
-    while True:
-        quarter_month = next((m for m in sorted(_QUARTERLY) if m >= month), None)
-        if quarter_month is None:
-            year, month = year + 1, 1
-            continue
-        roll = _third_friday(year, quarter_month) - timedelta(days=_ROLL_DAYS_BEFORE_EXPIRY)
-        if trading_day < roll:
-            return f"{root}{_QUARTERLY[quarter_month]}{year % 10}"
-        month = quarter_month + 1
-        if month > 12:
-            year, month = year + 1, 1
+    ("ESZ5"): it rolls eight days before the third-Friday expiry."""
+    return front_contract(root, trading_day).symbol
 
 
 class _AlertFields(BaseModel):
@@ -99,7 +80,7 @@ class _AlertFields(BaseModel):
             raise ValueError(
                 f"{v!r} names no contract: use '{inst.root}1!' or e.g. '{inst.root}Z5'"
             )
-        if symbol[len(inst.root)] not in _MONTH_OF_CODE:
+        if symbol[len(inst.root)] not in _QUARTERLY_CODES:
             raise ValueError(f"{v!r}: {inst.root} trades only the H, M, U and Z months")
         return symbol
 

@@ -9,15 +9,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import pandas as pd
 from rich.table import Table
 
 from esml.evaluation.trades import RoundTrip
-from esml.market.calendar import CHICAGO, DAY_START
+from esml.market.calendar_arrays import trading_dates_of
 
 TRADING_DAYS_PER_YEAR = 252
-# the vectorised form of esml.market.calendar.trading_date: shift 17:00 CT to midnight
-_SESSION_ROLL = pd.Timedelta(hours=24 - DAY_START.hour, minutes=-DAY_START.minute)
 
 
 @dataclass(frozen=True)
@@ -60,11 +57,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def trading_days(ts_ns: Sequence[int] | np.ndarray) -> np.ndarray:
-    """`esml.market.calendar.trading_date` over an array, as datetime64[D]; vectorised
-    because equity curves have many points (tests hold the two to the same answers)."""
-    utc = pd.to_datetime(np.asarray(ts_ns, dtype=np.int64), unit="ns", utc=True)
-    wall = utc.tz_convert(CHICAGO).tz_localize(None) + _SESSION_ROLL
-    return np.busday_offset(wall.normalize().to_numpy().astype("datetime64[D]"), 0, "forward")
+    """The CME trade date of each timestamp (datetime64[D]), holidays included."""
+    return trading_dates_of(np.asarray(ts_ns, dtype=np.int64))
 
 
 def profit_factor(net_pnls: Sequence[float]) -> float:

@@ -96,6 +96,7 @@ _FILL_COLUMNS = tuple(f.name for f in fields(Fill))
 _SIGNAL_COLUMNS = tuple(f.name for f in fields(SignalRecord))
 _DECISION_COLUMNS = tuple(f.name for f in fields(DecisionRecord))
 _ACCOUNT_FIELDS = tuple(f.name for f in fields(AccountState))
+_ACCOUNT_REQUIRED = ("trading_day", "position", "realized_pnl", "state", "version")
 
 # Fields that name an order; a record with the same id but a different value here is a
 # different order, and overwriting it would lose the first one.
@@ -395,7 +396,10 @@ def _fill_from_row(r: dict[str, object]) -> Fill:
 def _account_from_json(text: str, account: str, path: str) -> AccountState:
     try:
         data = json.loads(text)
-        values = {k: data[k] for k in _ACCOUNT_FIELDS}
+        missing = [k for k in _ACCOUNT_REQUIRED if k not in data]
+        if missing:
+            raise KeyError(", ".join(missing))
+        values = {k: data[k] for k in _ACCOUNT_FIELDS if k in data}  # newer fields default
         values["state"] = TradingState(values["state"])
     except (ValueError, KeyError, TypeError) as e:
         raise JournalError(f"risk state of account {account!r} in {path} is unreadable: {e}") from e

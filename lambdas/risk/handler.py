@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import boto3
@@ -27,6 +27,7 @@ from esml.decision.account_store import AccountStore
 from esml.decision.alerts import NothingToExit
 from esml.decision.gates import GateStack
 from esml.decision.proposal import AccountState, Proposal
+from esml.decision.protections import note_entry
 from lambdas.invoker import Invoker, LambdaInvoker
 from lambdas.messages import RiskAnswer, RiskRequest, RouteAnswer, RouteRequest
 from lambdas.wiring import ColdStart
@@ -58,6 +59,7 @@ class _Decision:
     proposal: Proposal | None = None
     gate: str | None = None
     reason: str = ""
+    prior_entry_ns: int = 0  # the cooldown's reference before this approval moved it
 
 
 @dataclass
@@ -78,7 +80,10 @@ class Risk:
             router = LambdaInvoker(
                 env["ROUTER_FUNCTION_NAME"], boto3.client("lambda", config=no_retries)
             )
-        return cls(AccountStore(table), GateStack.from_config(cfg.risk), cfg.execution, router)
+        gates = GateStack.from_config(
+            cfg.risk, cfg.instrument_spec, cfg.execution.commission_per_side
+        )
+        return cls(AccountStore(table), gates, cfg.execution, router)
 
     def decide(self, req: RiskRequest) -> RiskAnswer:
         alert, client_id = req.alert, req.alert.client_order_id()
@@ -91,8 +96,12 @@ class Risk:
             verdict = self.gates.evaluate(proposal, state)
             if not verdict.approved:
                 return _Decision("rejected", proposal, verdict.gate, verdict.reason)
+            proposal = replace(proposal, qty=verdict.qty)  # a gate may have capped it
+            prior = state.last_entry_ns
             state.position += proposal.signed_qty
-            return _Decision("approved", proposal)
+            if not proposal.is_exit:
+                note_entry(state, proposal.ts_ns)
+            return _Decision("approved", proposal, prior_entry_ns=prior)
 
         state, decision = self.store.update(req.account, reserve)
         if decision.outcome == "nothing_to_exit":
@@ -137,11 +146,11 @@ class Risk:
         try:
             routed = RouteAnswer.model_validate(self.router(route.model_dump(mode="json")))
         except Exception:
-            self._release(req.account, proposal, client_id, "router failed")
+            self._release(req.account, decision, client_id, "router failed")
             raise
         keeps_reservation = not routed.duplicate and routed.status in ("placed", "flat")
         if not keeps_reservation:
-            state = self._release(req.account, proposal, client_id, f"router: {routed.status}")
+            state = self._release(req.account, decision, client_id, f"router: {routed.status}")
         status = "broker_rejected" if routed.status == "rejected" else routed.status
         return RiskAnswer(
             status=status,
@@ -152,11 +161,16 @@ class Risk:
             orders=routed.orders,
         )
 
-    def _release(self, account: str, p: Proposal, client_id: str, why: str) -> AccountState:
-        """Compensate a reservation that bought nothing: take its position change back."""
+    def _release(self, account: str, d: _Decision, client_id: str, why: str) -> AccountState:
+        """Compensate a reservation that bought nothing: take its position change and its
+        cooldown start back."""
+        p = d.proposal
+        assert p is not None
 
         def undo(state: AccountState) -> None:
             state.position -= p.signed_qty
+            if not p.is_exit and state.last_entry_ns == p.ts_ns:
+                state.last_entry_ns = d.prior_entry_ns
 
         state, _ = self.store.update(account, undo)
         logger.info("reservation released", client_id=client_id, why=why, position=state.position)
