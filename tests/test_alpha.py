@@ -31,12 +31,23 @@ from esml.alpha.manifest import (
 from esml.alpha.model import AlphaModel, FeatureMismatchError, OnnxAlphaModel
 from esml.alpha.onnx_export import OnnxExportError, export_onnx
 from esml.alpha.splits import holdout_split, walk_forward_split
-from esml.alpha.xgb import XGBParams, class_weights, fit_booster
+from esml.alpha.xgb import (
+    LightGBMParams,
+    XGBParams,
+    _float32_at_or_below,
+    class_weights,
+    export_lightgbm_onnx,
+    fit_booster,
+    fit_lightgbm,
+    lightgbm_available,
+)
 
 NS = 1_000_000_000
 HORIZON_NS = 20 * NS
 FEATURES = [f"f{i}" for i in range(8)]
-FAST = XGBParams(n_estimators=150, max_depth=3, learning_rate=0.2, early_stopping_rounds=10)
+FAST = XGBParams(
+    n_estimators=150, max_depth=3, learning_rate=0.2, early_stopping_rounds=10, n_jobs=1
+)
 
 
 def synthetic_table(n: int = 6000, seed: int = 11, signal: float = 1.0):
@@ -162,6 +173,29 @@ def test_training_refuses_a_missing_class_and_bad_labels(table):
         fit_booster(x, y + 1, ts, horizon_ns=HORIZON_NS, params=FAST)
 
 
+def test_class_balanced_trees_find_the_rare_class(table, fitted):
+    """Against the same trees trained unweighted: the balanced model recalls far more of the
+    rare "down" rows and has the better macro F1 on the purged validation rows."""
+    x, y, _ = table
+    tr, va = fitted.split.train, fitted.split.test
+    plain = xgb.XGBClassifier(
+        objective="multi:softprob",
+        n_estimators=fitted.booster.num_boosted_rounds(),
+        max_depth=FAST.max_depth,
+        learning_rate=FAST.learning_rate,
+        subsample=FAST.subsample,
+        colsample_bytree=FAST.colsample_bytree,
+        min_child_weight=FAST.min_child_weight,
+        n_jobs=1,
+        random_state=FAST.random_state,
+    ).fit(x[tr], y[tr])
+    balanced = fitted.booster.predict(xgb.DMatrix(x[va])).argmax(1)
+    unweighted = plain.predict_proba(x[va]).argmax(1)
+    down = y[va] == 0
+    assert np.mean(balanced[down] == 0) > np.mean(unweighted[down] == 0) + 0.15
+    assert f1_score(y[va], balanced, average="macro") > f1_score(y[va], unweighted, average="macro")
+
+
 # ------------------------------------------------------------------ ONNX export
 
 
@@ -176,7 +210,7 @@ def test_onnx_matches_xgboost_predict_proba_on_held_out_rows(table):
         learning_rate=0.3,
         gamma=2.0,  # produces single-leaf trees too
         early_stopping_rounds=5,
-        n_jobs=2,
+        n_jobs=1,
         random_state=0,
     )
     clf.fit(x[tr], y[tr], eval_set=[(x[4000:4500], y[4000:4500])], verbose=False)
@@ -197,10 +231,10 @@ def test_onnx_matches_xgboost_predict_proba_on_held_out_rows(table):
 
 def test_export_refuses_what_it_cannot_represent(table):
     x, y, _ = table
-    binary = xgb.XGBClassifier(n_estimators=3, max_depth=2).fit(x[:500], (y[:500] == 2))
+    binary = xgb.XGBClassifier(n_estimators=3, max_depth=2, n_jobs=1).fit(x[:500], (y[:500] == 2))
     with pytest.raises(OnnxExportError, match="objective"):
         export_onnx(binary.get_booster(), x.shape[1], check_rows=x[:5])
-    multi = xgb.XGBClassifier(n_estimators=3, max_depth=2).fit(x[:500], y[:500])
+    multi = xgb.XGBClassifier(n_estimators=3, max_depth=2, n_jobs=1).fit(x[:500], y[:500])
     with pytest.raises(OnnxExportError, match="trained on 8 features, not 7"):
         export_onnx(multi.get_booster(), 7, check_rows=x[:5, :7])
 
@@ -310,3 +344,96 @@ def test_manifest_refuses_to_describe_another_file(model_dir):
     with pytest.raises(ModelFileError, match="refusing to write"):
         other.save(model_dir)
     assert ModelManifest.load(model_dir) == manifest  # the good manifest is untouched
+
+
+# ------------------------------------------------------------------ LightGBM (optional)
+
+LGB_FAST = LightGBMParams(
+    n_estimators=150, num_leaves=7, learning_rate=0.2, early_stopping_rounds=10
+)
+needs_lightgbm = pytest.mark.skipif(not lightgbm_available(), reason="lightgbm not installed")
+
+
+@needs_lightgbm
+def test_lightgbm_backend_trains_like_xgboost_and_exports_with_parity(table, fitted):
+    x, y, ts = table
+    fit = fit_lightgbm(x, y, ts, horizon_ns=HORIZON_NS, params=LGB_FAST)
+    assert np.array_equal(fit.split.train, fitted.split.train)  # the same purged holdout
+    m = fit.validation
+    assert m.log_loss < m.prior_log_loss and m.rows == len(fit.split.test)
+    va = x[fit.split.test]
+    assert np.isnan(va).any()
+    data = export_lightgbm_onnx(fit.booster, x.shape[1], check_rows=x[:50])
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run(["probabilities"], {"features": va})[0]
+    np.testing.assert_allclose(got, fit.booster.predict(va), rtol=0, atol=1e-5)
+
+
+@needs_lightgbm
+def test_lightgbm_export_follows_missing_values_and_single_leaf_trees(table):
+    """Trained without NaN, LightGBM reads NaN as 0.0 (missing_type None); trained on rows it
+    cannot split, a tree is a single leaf. The graph must do both as LightGBM does."""
+    import lightgbm as lgb
+
+    x, y, _ = table
+    clean = np.nan_to_num(x[:3000], nan=0.5)
+    booster = lgb.train(
+        {"objective": "multiclass", "num_class": 3, "num_leaves": 7, "verbosity": -1,
+         "deterministic": True, "num_threads": 1, "min_data_in_leaf": 5},
+        lgb.Dataset(clean, y[:3000]), num_boost_round=30,
+    )  # fmt: skip
+    types = {n.get("missing_type") for t in booster.dump_model()["tree_info"]
+             for n in _split_nodes(t["tree_structure"])}  # fmt: skip
+    assert types == {"None"}
+    probe = x[3000:].copy()
+    probe[::3, :] = np.nan  # whole rows of NaN, plus the table's scattered ones
+    probe[1::7, 0] = 0.0
+    data = export_lightgbm_onnx(booster, x.shape[1], check_rows=probe)
+    got = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(
+        ["probabilities"], {"features": probe}
+    )[0]
+    np.testing.assert_allclose(got, booster.predict(probe), rtol=0, atol=1e-5)
+    stumps = lgb.train(
+        {"objective": "multiclass", "num_class": 3, "verbosity": -1, "min_data_in_leaf": 10_000,
+         "num_threads": 1},
+        lgb.Dataset(clean, y[:3000]), num_boost_round=3,
+    )  # fmt: skip
+    assert all("leaf_value" in t["tree_structure"] for t in stumps.dump_model()["tree_info"])
+    export_lightgbm_onnx(stumps, x.shape[1], check_rows=probe)
+
+
+@needs_lightgbm
+def test_lightgbm_export_refuses_what_it_cannot_represent(table):
+    import lightgbm as lgb
+
+    x, y, _ = table
+    binary = lgb.train(
+        {"objective": "binary", "verbosity": -1, "num_threads": 1},
+        lgb.Dataset(x[:500], y[:500] == 2),
+        3,
+    )
+    with pytest.raises(OnnxExportError, match="objective"):
+        export_lightgbm_onnx(binary, x.shape[1], check_rows=x[:5])
+    multi = lgb.train(
+        {"objective": "multiclass", "num_class": 3, "verbosity": -1, "num_threads": 1},
+        lgb.Dataset(x[:500], y[:500]),
+        3,
+    )  # fmt: skip
+    with pytest.raises(OnnxExportError, match="trained on 8 features, not 7"):
+        export_lightgbm_onnx(multi, 7, check_rows=x[:5, :7])
+
+
+@settings(max_examples=200, deadline=None)
+@given(threshold=st.floats(-1e6, 1e6, allow_nan=False), x=st.floats(-1e6, 1e6, width=32))
+def test_thresholds_round_down_to_the_same_float32_comparison(threshold, x):
+    """LightGBM compares the float32 feature widened to double; the graph compares float32."""
+    low = _float32_at_or_below(threshold)
+    for v in (np.float32(x), low, np.nextafter(low, np.float32(np.inf))):
+        assert (float(v) <= threshold) == bool(v <= low)
+
+
+def _split_nodes(node: dict):
+    if "leaf_value" not in node:
+        yield node
+        yield from _split_nodes(node["left_child"])
+        yield from _split_nodes(node["right_child"])

@@ -4,32 +4,44 @@ Class weights are balanced because "flat" dominates a 20 s horizon and an unweig
 learns to say "flat". Early stopping watches a validation block that lies after the
 training rows with a purge gap of at least the label horizon, and every reported score
 sits beside the naive baselines computed on the very same rows.
+
+LightGBM is an optional second backend (`fit_lightgbm`), used only where the `lightgbm`
+package imports: the same split, weights and scores, and its own exporter to the same
+ONNX signature (`export_lightgbm_onnx`), checked against LightGBM's own probabilities.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import xgboost as xgb
+from onnx import TensorProto, helper, numpy_helper
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 from sklearn.metrics import f1_score, log_loss
 
 from esml.alpha.manifest import (
     CLASSES,
+    INPUT_NAME,
     MANIFEST_FILE,
     MODEL_FILE,
+    OUTPUT_NAME,
     ClassificationMetrics,
     ModelManifest,
     file_sha256,
     write_atomic,
 )
-from esml.alpha.onnx_export import export_onnx
+from esml.alpha.onnx_export import PARITY_TOLERANCE, OnnxExportError, export_onnx
 from esml.alpha.splits import Fold, holdout_split, walk_forward_split
 from esml.config import EsmlConfig
 from esml.features.dataset import Dataset, build_dataset
@@ -107,20 +119,8 @@ def fit_booster(
     x: np.ndarray, y: np.ndarray, ts_ns: np.ndarray, *, horizon_ns: int, params: XGBParams
 ) -> FitResult:
     """Train on the earlier rows, early-stop and score on the purged later block."""
-    _check_arrays(x, y, ts_ns)
-    split = holdout_split(
-        ts_ns,
-        test_fraction=params.validation_fraction,
-        horizon_ns=horizon_ns,
-        embargo_ns=round(params.embargo_s * _NS),
-    )
+    split = _purged_holdout(x, y, ts_ns, horizon_ns, params.validation_fraction, params.embargo_s)
     tr, va = split.train, split.test
-    missing = [CLASSES[c] for c in range(N_CLASSES) if not np.any(y[tr] == c)]
-    if missing:
-        raise ValueError(
-            f"the {len(tr)} training rows have no {missing} labels; a direction model needs "
-            f"all three classes (more data, or a smaller dead zone)"
-        )
     weights = class_weights(y[tr])  # the validation loss is weighted alike for early stopping
     clf = xgb.XGBClassifier(
         objective="multi:softprob",
@@ -165,6 +165,157 @@ def walk_forward_scores(
         tr, te = fold.train, fold.test
         fit = fit_booster(x[tr], y[tr], ts_ns[tr], horizon_ns=horizon_ns, params=params)
         yield score(fit.booster.predict(xgb.DMatrix(x[te])), y[te], y[tr], ts_ns[te])
+
+
+class LightGBMParams(BaseModel):
+    """LightGBM's hyper-parameters, named like `XGBParams` where the two agree."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_estimators: int = Field(400, ge=1)
+    num_leaves: int = Field(15, ge=2, le=4096)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    min_child_samples: int = Field(20, ge=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    early_stopping_rounds: int = Field(30, ge=1)
+    n_jobs: int = Field(1, ge=1, le=2)
+    random_state: int = 7
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    embargo_s: float = Field(0.0, ge=0)
+
+
+@dataclass(frozen=True)
+class LightGBMFitResult:
+    booster: Any  # lightgbm.Booster holding exactly the trees up to the best iteration
+    split: Fold
+    validation: ClassificationMetrics
+
+
+def lightgbm_available() -> bool:
+    """Whether the optional LightGBM backend can be used here."""
+    try:
+        _lightgbm()
+    except ImportError:
+        return False
+    return True
+
+
+def fit_lightgbm(
+    x: np.ndarray, y: np.ndarray, ts_ns: np.ndarray, *, horizon_ns: int, params: LightGBMParams
+) -> LightGBMFitResult:
+    """`fit_booster` with LightGBM: same purged holdout, class weights and scores."""
+    lgb = _lightgbm()
+    split = _purged_holdout(x, y, ts_ns, horizon_ns, params.validation_fraction, params.embargo_s)
+    tr, va = split.train, split.test
+    weights = class_weights(y[tr])
+    train = lgb.Dataset(x[tr], y[tr], weight=weights[y[tr]])
+    valid = lgb.Dataset(x[va], y[va], weight=weights[y[va]], reference=train)
+    config = {
+        "objective": "multiclass",
+        "num_class": N_CLASSES,
+        "metric": "multi_logloss",
+        "num_leaves": params.num_leaves,
+        "learning_rate": params.learning_rate,
+        "bagging_fraction": params.subsample,
+        "bagging_freq": 1 if params.subsample < 1 else 0,
+        "feature_fraction": params.colsample_bytree,
+        "min_data_in_leaf": params.min_child_samples,
+        "lambda_l2": params.reg_lambda,
+        "num_threads": params.n_jobs,
+        "seed": params.random_state,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+    stop = lgb.early_stopping(params.early_stopping_rounds, verbose=False)
+    trained = lgb.train(
+        config, train, num_boost_round=params.n_estimators, valid_sets=[valid], callbacks=[stop]
+    )
+    best = trained.best_iteration or trained.current_iteration()
+    booster = lgb.Booster(model_str=trained.model_to_string(num_iteration=best))
+    proba = booster.predict(x[va])
+    return LightGBMFitResult(booster, split, score(proba, y[va], y[tr], ts_ns[va]))
+
+
+def lightgbm_to_onnx(booster: Any, n_features: int) -> onnx.ModelProto:
+    """A LightGBM multiclass (softmax) booster as the served signature: float32 "features"
+    [N, n_features] → "probabilities" [N, n_classes]: TreeEnsemble (x <= threshold) + Softmax.
+
+    LightGBM compares a float32 feature, widened to double, with a double threshold; the
+    graph compares in float32, so each threshold is rounded down to the largest float32
+    at or below it, which gives the same branch for every float32 input. A missing value
+    goes where LightGBM sends it: the default side for missing_type NaN, and for missing
+    type None the side 0.0 takes (LightGBM reads NaN as 0 there).
+    """
+    dump = booster.dump_model()
+    objective = str(dump.get("objective", ""))
+    if objective.split(" ")[0] != "multiclass":
+        raise OnnxExportError(f"objective {objective!r} is not supported; train multiclass")
+    n_classes = int(dump["num_class"])
+    if int(dump["max_feature_idx"]) + 1 != n_features:
+        raise OnnxExportError(
+            f"the booster was trained on {int(dump['max_feature_idx']) + 1} features, "
+            f"not {n_features}"
+        )
+    nodes = _LeqNodes()
+    for k, info in enumerate(dump["tree_info"]):
+        nodes.add_tree(info["tree_structure"], k % n_classes)
+    if not nodes.roots:
+        raise OnnxExportError("the booster has no trees")
+    trees = helper.make_node(
+        "TreeEnsemble",
+        [INPUT_NAME],
+        ["margins"],
+        domain="ai.onnx.ml",
+        n_targets=n_classes,
+        aggregate_function=1,  # SUM
+        post_transform=0,  # NONE: softmax follows as its own node
+        tree_roots=nodes.roots,
+        nodes_featureids=nodes.feature,
+        nodes_splits=numpy_helper.from_array(np.asarray(nodes.split, np.float32), "splits"),
+        nodes_modes=numpy_helper.from_array(np.zeros(len(nodes.feature), np.uint8), "modes"),
+        nodes_missing_value_tracks_true=nodes.missing_true,
+        nodes_truenodeids=nodes.true_id,
+        nodes_trueleafs=nodes.true_leaf,
+        nodes_falsenodeids=nodes.false_id,
+        nodes_falseleafs=nodes.false_leaf,
+        leaf_targetids=nodes.leaf_target,
+        leaf_weights=numpy_helper.from_array(np.asarray(nodes.leaf_weight, np.float32), "leaves"),
+    )
+    softmax = helper.make_node("Softmax", ["margins"], [OUTPUT_NAME], axis=1)
+    graph = helper.make_graph(
+        [trees, softmax],
+        "lightgbm_direction",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, n_features])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, n_classes])],
+    )
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)],
+        ir_version=10,
+        producer_name="esml.alpha.xgb",
+    )
+
+
+def export_lightgbm_onnx(booster: Any, n_features: int, check_rows: np.ndarray) -> bytes:
+    """Serialised ONNX of a LightGBM booster, verified on `check_rows` against its predict."""
+    model = lightgbm_to_onnx(booster, n_features)
+    onnx.checker.check_model(model, full_check=True)
+    data = model.SerializeToString()
+    rows = np.ascontiguousarray(check_rows, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise OnnxExportError(f"check_rows must be a non-empty [n, {n_features}] array")
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: rows})[0]
+    worst = float(np.max(np.abs(got - booster.predict(rows))))
+    if not worst <= PARITY_TOLERANCE:
+        raise OnnxExportError(
+            f"ONNX probabilities differ from LightGBM's by up to {worst:.3g} "
+            f"(tolerance {PARITY_TOLERANCE}); the export is wrong and was not written"
+        )
+    return data
 
 
 def train_direction_model(
@@ -285,6 +436,31 @@ def _stack(datasets: list[Dataset], names: list[str]) -> tuple[np.ndarray, ...]:
     return x[order], y[order], ts[order]
 
 
+def _purged_holdout(
+    x: np.ndarray,
+    y: np.ndarray,
+    ts_ns: np.ndarray,
+    horizon_ns: int,
+    validation_fraction: float,
+    embargo_s: float,
+) -> Fold:
+    """The last block for validation, the purged rest for training, all classes present."""
+    _check_arrays(x, y, ts_ns)
+    split = holdout_split(
+        ts_ns,
+        test_fraction=validation_fraction,
+        horizon_ns=horizon_ns,
+        embargo_ns=round(embargo_s * _NS),
+    )
+    missing = [CLASSES[c] for c in range(N_CLASSES) if not np.any(y[split.train] == c)]
+    if missing:
+        raise ValueError(
+            f"the {len(split.train)} training rows have no {missing} labels; a direction model "
+            f"needs all three classes (more data, or a smaller dead zone)"
+        )
+    return split
+
+
 def _check_arrays(x: np.ndarray, y: np.ndarray, ts_ns: np.ndarray) -> None:
     if x.ndim != 2 or len(x) != len(y) or len(y) != len(ts_ns):
         raise ValueError(
@@ -310,3 +486,89 @@ def _task(progress: Progress | None, description: str, total: int) -> int | None
 def _advance(progress: Progress | None, task: int | None, steps: int = 1) -> None:
     if progress is not None and task is not None:
         progress.advance(task, steps)
+
+
+def _lightgbm() -> ModuleType:
+    """The optional backend, imported only when asked for."""
+    return importlib.import_module("lightgbm")
+
+
+class _LeqNodes:
+    """TreeEnsemble's flat arrays for LightGBM trees (branch true when x <= threshold)."""
+
+    def __init__(self) -> None:
+        self.roots: list[int] = []
+        self.feature: list[int] = []
+        self.split: list[np.float32] = []
+        self.missing_true: list[int] = []
+        self.true_id: list[int] = []
+        self.true_leaf: list[int] = []
+        self.false_id: list[int] = []
+        self.false_leaf: list[int] = []
+        self.leaf_target: list[int] = []
+        self.leaf_weight: list[float] = []
+
+    def add_tree(self, tree: dict, target: int) -> None:
+        if "leaf_value" in tree:  # a single leaf: one node whose both branches reach it
+            leaf = self._leaf(tree, target)
+            self.roots.append(self._interior(0, np.float32(0), 1, (leaf, 1), (leaf, 1)))
+            return
+        self.roots.append(self._subtree(tree, target))
+
+    def _subtree(self, node: dict, target: int) -> int:
+        if node.get("decision_type") != "<=":
+            raise OnnxExportError(
+                f"decision type {node.get('decision_type')!r} (categorical) is not supported"
+            )
+        missing = node.get("missing_type", "None")
+        threshold = float(node["threshold"])
+        if missing == "NaN":
+            missing_left = int(bool(node["default_left"]))
+        elif missing == "None":
+            missing_left = int(threshold >= 0.0)  # LightGBM reads NaN as 0.0 here
+        else:
+            raise OnnxExportError(f"missing_type {missing!r} (zero_as_missing) is not supported")
+        branches = []
+        for child in (node["left_child"], node["right_child"]):
+            if "leaf_value" in child:
+                branches.append((self._leaf(child, target), 1))
+            else:
+                branches.append((self._subtree(child, target), 0))
+        return self._interior(
+            int(node["split_feature"]),
+            _float32_at_or_below(threshold),
+            missing_left,
+            branches[0],
+            branches[1],
+        )
+
+    def _leaf(self, node: dict, target: int) -> int:
+        self.leaf_target.append(target)
+        self.leaf_weight.append(float(node["leaf_value"]))
+        return len(self.leaf_weight) - 1
+
+    def _interior(
+        self,
+        feature: int,
+        split: np.float32,
+        missing_true: int,
+        true: tuple[int, int],
+        false: tuple[int, int],
+    ) -> int:
+        self.feature.append(feature)
+        self.split.append(split)
+        self.missing_true.append(missing_true)
+        self.true_id.append(true[0])
+        self.true_leaf.append(true[1])
+        self.false_id.append(false[0])
+        self.false_leaf.append(false[1])
+        return len(self.feature) - 1
+
+
+def _float32_at_or_below(value: float) -> np.float32:
+    """The largest float32 <= value: for float32 x, x <= value iff x <= this."""
+    with np.errstate(over="ignore"):
+        f = np.float32(value)
+    if float(f) > value:
+        f = np.nextafter(f, np.float32(-np.inf))
+    return f

@@ -22,7 +22,7 @@ from esml.decision.proposal import AccountState, Proposal
 from esml.execution.orders import BracketSpec, OrderIntent, Side, client_order_id
 from esml.features.batch import decision_ok, next_decision
 from esml.features.kernel import DECISION, END, ERROR, TRIGGER, advance, touch
-from esml.features.streaming import N_FEATURES, FeatureState, compute, ready
+from esml.features.streaming import DEPTH_LEVELS, N_FEATURES, FeatureState, compute, ready
 from esml.journal.base import DecisionRecord, Journal, SignalRecord
 from esml.market.calendar import trading_day
 from esml.market.instruments import PRICE_SCALE
@@ -68,7 +68,7 @@ class Engine:
         self._entry_ts: int | None = None
         self._cash = 0.0  # cash flow of today's fills and the open position's, net of costs
         self._row = np.zeros(N_FEATURES, np.float32)
-        self._depth = np.zeros((5, 4), np.int64)
+        self._depth = np.zeros((DEPTH_LEVELS, 4), np.int64)
 
     # --- the event path --------------------------------------------------------------
     def on_events(self, ev: np.ndarray) -> None:

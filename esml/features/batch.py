@@ -13,7 +13,8 @@ from numba import njit
 
 from esml.data.book import M_TICK, BookState, l2_levels
 from esml.features.kernel import END, ERROR, NO_TRIGGER_HI, NO_TRIGGER_LO, advance, touch
-from esml.features.streaming import N_FEATURES, FeatureState, compute, ready
+from esml.features.streaming import DEPTH_LEVELS, N_FEATURES, FeatureState, compute, ready
+from esml.market.events import MBO_DTYPE
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def _run(ev, meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx, o_size
     if n == 0:
         return 0
     tick = meta[M_TICK]
-    depth = np.zeros((5, 4), np.int64)
+    depth = np.zeros((DEPTH_LEVELS, 4), np.int64)
     row = np.zeros(N_FEATURES, np.float32)
     until = (ev[0].ts_recv // interval_ns) * interval_ns
     i = 0
@@ -71,7 +72,24 @@ def _run(ev, meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx, o_size
         until = next_decision(until, ev[i].ts_recv, interval_ns)
 
 
+def check_events(events: np.ndarray, tick_fixed: int) -> None:
+    """Refuse what the kernel would silently misread: another dtype, a bad tick, disorder."""
+    if not isinstance(events, np.ndarray) or events.dtype != MBO_DTYPE:
+        raise ValueError("events must be an array of esml.market.events.MBO_DTYPE")
+    if isinstance(tick_fixed, bool) or not isinstance(tick_fixed, int | np.integer):
+        raise ValueError(f"tick_fixed must be an integer, got {tick_fixed!r}")
+    if tick_fixed <= 0:
+        raise ValueError(f"tick_fixed must be positive, got {tick_fixed}")
+    ts = events["ts_recv"]
+    if len(ts) > 1 and np.any(ts[1:] < ts[:-1]):
+        raise ValueError("events must be in ts_recv order")
+
+
 def batch_features(events: np.ndarray, tick_fixed: int, interval_s: float) -> FeatureFrame:
+    """Features at every decision time of a day, exactly as the engine would compute them."""
+    check_events(events, tick_fixed)
+    if not interval_s > 0:
+        raise ValueError(f"interval_s must be positive, got {interval_s}")
     interval_ns = round(interval_s * 1e9)
     span = int(events["ts_recv"][-1]) - int(events["ts_recv"][0]) if len(events) else 0
     cap = span // interval_ns + 2

@@ -1,0 +1,347 @@
+"""The ensemble: a weighted vote of the direction models, re-weighted by their recent record.
+
+Each model votes for its most probable class with its weight; the ensemble's direction is
+the class that gathers at least `min_agreement` of the total weight (which must be more
+than half, so two classes can never both reach it), and FLAT otherwise. Its probabilities
+are the weighted mean of the models' probabilities, passed through a calibrator fitted on
+a calibration fold; its confidence is the calibrated probability of the agreed direction
+(0 when too few models agree).
+
+The meta-learner multiplies each configured weight by exp(sharpness * (accuracy - 1/3)),
+where accuracy is the model's hit rate over the latest `meta_window` resolved decisions,
+shrunk towards chance by `meta_prior` pseudo-decisions. A decision at t is resolved only
+once the ensemble has seen a mid at or after t + horizon, and its outcome is exactly
+`direction_labels`' label for t, so no weight ever uses an outcome the live engine could
+not have known. `ensemble_batch` computes the same numbers over a whole fold at once
+(for evaluation and for fitting the calibrator); a test holds the two paths equal.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from esml.alpha.calibration import MulticlassCalibrator, fit_calibrator
+from esml.features.labels import CLASSES, DOWN, FLAT, UP, direction_labels
+
+N_CLASSES = len(CLASSES)
+DEFAULT_WEIGHTS = {"tick_lstm": 1.0, "trees": 2.0, "bar_lstm": 1.0}
+_CHANCE = 1.0 / N_CLASSES
+_SHARE_TOLERANCE = 1e-12  # a share of exactly min_agreement must not fail on rounding
+_SUM_TOLERANCE = 1e-3
+_NS = 1_000_000_000
+
+
+class EnsembleConfig(BaseModel):
+    """The ensemble's section of the configuration (strict: unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS), min_length=1)
+    min_agreement: float = Field(0.6, gt=0.5, le=1.0)
+    horizon_s: float = Field(20.0, gt=0)
+    dead_zone_ticks: float = Field(0.5, ge=0.5)
+    meta_window: int = Field(300, ge=1)
+    meta_prior: float = Field(30.0, ge=0)
+    meta_sharpness: float = Field(6.0, ge=0)
+    calibration: Literal["isotonic", "platt", "none"] = "isotonic"
+
+    @field_validator("weights")
+    @classmethod
+    def _positive_weights(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {name: w for name, w in v.items() if not (np.isfinite(w) and w > 0)}
+        if bad:
+            raise ValueError(f"model weights must be finite and positive, got {bad}")
+        return v
+
+
+class ProbabilityModel(Protocol):
+    """What the ensemble needs of a model: a name and (p_down, p_flat, p_up) of one input."""
+
+    @property
+    def name(self) -> str: ...
+
+    def predict_one(self, row: np.ndarray) -> tuple[float, float, float]: ...
+
+
+@dataclass(frozen=True)
+class EnsembleDecision:
+    ts_ns: int
+    p_down: float
+    p_flat: float
+    p_up: float
+    direction: str  # "down" / "flat" / "up": the agreed vote, "flat" without agreement
+    agreed: bool  # the winning class gathered at least min_agreement of the weight
+    confidence: float  # calibrated probability of the agreed direction; 0 without agreement
+    agreement: float  # share of the total weight that voted for the winning class
+    votes: dict[str, str]  # each model's class
+    weights: dict[str, float]  # each model's share of the vote (sums to 1)
+
+
+@dataclass(frozen=True)
+class EnsembleBatch:
+    """`ensemble_batch`'s rows: the same numbers as a run of `Ensemble.decide_probas`."""
+
+    proba: np.ndarray  # [n, 3] calibrated
+    direction: np.ndarray  # [n] int8 class
+    confidence: np.ndarray  # [n]
+    agreement: np.ndarray  # [n]
+    agreed: np.ndarray  # [n] bool
+    votes: np.ndarray  # [n, M] int8 class per model
+    weights: np.ndarray  # [n, M] shares
+
+
+class MetaLearner:
+    """Streaming re-weighting by recent accuracy; resolves decisions only after their horizon."""
+
+    def __init__(self, cfg: EnsembleConfig, names: Sequence[str], tick_size: float) -> None:
+        if not tick_size > 0:
+            raise ValueError(f"tick_size must be positive, got {tick_size}")
+        self._cfg = cfg
+        self._base = _base_weights(cfg, names)
+        self._tick = float(tick_size)
+        self._h = round(cfg.horizon_s * _NS)
+        self._pending: deque[tuple[int, float, np.ndarray]] = deque()
+        self._outcomes: deque[np.ndarray] = deque()
+        self._correct = np.zeros(len(self._base), np.int64)
+        self._last: tuple[int, float] | None = None
+
+    @property
+    def resolved(self) -> int:
+        """Outcomes inside the window now."""
+        return len(self._outcomes)
+
+    def weights(self) -> np.ndarray:
+        return _meta_shares(self._cfg, self._base, self._correct, len(self._outcomes))
+
+    def observe(self, ts_ns: int, mid: float) -> None:
+        """A new mid: resolve every pending decision whose horizon has now elapsed."""
+        if self._last is not None and ts_ns <= self._last[0]:
+            raise ValueError(
+                f"time must move forward: {ts_ns} after {self._last[0]} (one mid per instant)"
+            )
+        if not (np.isfinite(mid) and mid > 0):
+            raise ValueError(f"mid must be a finite positive price, got {mid}")
+        while self._pending and self._pending[0][0] + self._h <= ts_ns:
+            t, mid_t, votes = self._pending.popleft()
+            end = t + self._h
+            # direction_labels' future point: the last mid at or before t + horizon
+            last = self._last if self._last is not None else (ts_ns, mid)
+            fut_ts, fut_mid = (ts_ns, mid) if ts_ns == end else last
+            if fut_ts >= end - self._h // 4:  # not across a gap in the data
+                self._add_outcome(votes == _label(fut_mid - mid_t, self._cfg, self._tick))
+        self._last = (ts_ns, float(mid))
+
+    def record(self, ts_ns: int, mid: float, votes: np.ndarray) -> None:
+        """The votes of a decision made at `ts_ns` (after `observe` of the same instant)."""
+        if self._last is None or self._last[0] != ts_ns:
+            raise ValueError("observe the decision's own mid before recording its votes")
+        self._pending.append((ts_ns, float(mid), np.asarray(votes, np.int8).copy()))
+
+    def _add_outcome(self, correct: np.ndarray) -> None:
+        self._outcomes.append(correct)
+        self._correct += correct
+        if len(self._outcomes) > self._cfg.meta_window:
+            self._correct -= self._outcomes.popleft()
+
+
+class Ensemble:
+    """The live ensemble over named models; one instance per instrument, not thread-safe."""
+
+    def __init__(
+        self,
+        cfg: EnsembleConfig,
+        models: Sequence[ProbabilityModel],
+        *,
+        tick_size: float,
+        calibrator: MulticlassCalibrator | None = None,
+    ) -> None:
+        self.names = [m.name for m in models]
+        self._models = list(models)
+        self.cfg = cfg
+        self.meta = MetaLearner(cfg, self.names, tick_size)
+        if calibrator is None and cfg.calibration != "none":
+            raise ValueError(
+                f"the configuration asks for {cfg.calibration!r} calibration: pass the calibrator "
+                f"fitted on a calibration fold (fit_ensemble_calibrator)"
+            )
+        self.calibrator = _check_calibrator(cfg, calibrator)
+
+    def decide(self, ts_ns: int, mid: float, inputs: Mapping[str, np.ndarray]) -> EnsembleDecision:
+        """Ask every model (each gets its own input, by name) and combine their answers."""
+        _same_names(self.names, inputs, "inputs")
+        probas = {m.name: m.predict_one(inputs[m.name]) for m in self._models}
+        return self.decide_probas(ts_ns, mid, probas)
+
+    def decide_probas(
+        self, ts_ns: int, mid: float, probas: Mapping[str, Sequence[float]]
+    ) -> EnsembleDecision:
+        """Combine probabilities already computed; `mid` is the mid at `ts_ns`."""
+        _same_names(self.names, probas, "probabilities")
+        p = _check_probas(np.array([[probas[name] for name in self.names]], np.float64))
+        self.meta.observe(ts_ns, mid)
+        w = self.meta.weights()
+        out = _combine(self.cfg, p, w[None, :], self.calibrator)
+        self.meta.record(ts_ns, mid, out.votes[0])
+        return EnsembleDecision(
+            ts_ns=int(ts_ns),
+            p_down=float(out.proba[0, 0]),
+            p_flat=float(out.proba[0, 1]),
+            p_up=float(out.proba[0, 2]),
+            direction=CLASSES[out.direction[0]],
+            agreed=bool(out.agreed[0]),
+            confidence=float(out.confidence[0]),
+            agreement=float(out.agreement[0]),
+            votes={n: CLASSES[v] for n, v in zip(self.names, out.votes[0], strict=True)},
+            weights={n: float(x) for n, x in zip(self.names, w, strict=True)},
+        )
+
+
+def ensemble_batch(
+    cfg: EnsembleConfig,
+    names: Sequence[str],
+    ts_ns: np.ndarray,
+    mid: np.ndarray,
+    probas: np.ndarray,
+    tick_size: float,
+    calibrator: MulticlassCalibrator | None = None,
+) -> EnsembleBatch:
+    """Decisions at every row of a fold: probas [n, M, 3] in `names` order; the meta-learner
+    starts empty at the first row, exactly like a fresh `Ensemble`. Without a calibrator the
+    probabilities are the raw weighted mixture (what the calibrator is fitted on)."""
+    base = _base_weights(cfg, names)
+    p = _check_probas(np.asarray(probas, np.float64))
+    ts = np.asarray(ts_ns)
+    if p.shape[:2] != (len(ts), len(base)):
+        raise ValueError(f"probas must be [{len(ts)}, {len(base)}, 3], got {p.shape}")
+    if len(ts) > 1 and np.any(np.diff(ts) <= 0):
+        raise ValueError("decision times must be strictly increasing")
+    votes = p.argmax(axis=2).astype(np.int8)
+    weights = _batch_meta_weights(cfg, base, ts, mid, votes, tick_size)
+    return _combine(cfg, p, weights, _check_calibrator(cfg, calibrator))
+
+
+def fit_ensemble_calibrator(
+    cfg: EnsembleConfig,
+    names: Sequence[str],
+    ts_ns: np.ndarray,
+    mid: np.ndarray,
+    probas: np.ndarray,
+    tick_size: float,
+) -> MulticlassCalibrator | None:
+    """Calibrate the ensemble's mixed probabilities on a calibration fold (and only on it):
+    the fold's own direction labels, its rows whose horizon the fold covers."""
+    if cfg.calibration == "none":
+        return None
+    raw = ensemble_batch(cfg, names, ts_ns, mid, probas, tick_size, None)
+    y, valid = direction_labels(
+        np.asarray(ts_ns), np.asarray(mid), cfg.horizon_s, cfg.dead_zone_ticks, tick_size
+    )
+    return fit_calibrator(raw.proba[valid], y[valid].astype(np.int64), cfg.calibration)
+
+
+# ---------------------------------------------------------------------------- internals
+
+
+def _combine(
+    cfg: EnsembleConfig, p: np.ndarray, weights: np.ndarray, calibrator: MulticlassCalibrator | None
+) -> EnsembleBatch:
+    votes = p.argmax(axis=2).astype(np.int8)  # [n, M]; ties go to the lower class index
+    mix = np.einsum("nm,nmc->nc", weights, p)
+    by_class = np.zeros((len(p), N_CLASSES))
+    for c in range(N_CLASSES):
+        by_class[:, c] = np.sum(weights * (votes == c), axis=1)
+    winner = by_class.argmax(axis=1)
+    agreement = by_class.max(axis=1)
+    agreed = agreement >= cfg.min_agreement - _SHARE_TOLERANCE
+    proba = calibrator.transform(mix) if calibrator is not None else mix
+    direction = np.where(agreed, winner, FLAT).astype(np.int8)
+    confidence = np.where(agreed, proba[np.arange(len(p)), direction], 0.0)
+    return EnsembleBatch(proba, direction, confidence, agreement, agreed, votes, weights)
+
+
+def _batch_meta_weights(
+    cfg: EnsembleConfig,
+    base: np.ndarray,
+    ts: np.ndarray,
+    mid: np.ndarray,
+    votes: np.ndarray,
+    tick_size: float,
+) -> np.ndarray:
+    """Row i's shares from the last `meta_window` valid outcomes of rows j with
+    t_j + horizon <= t_i: prefix sums and two binary searches, O(n log n)."""
+    y, valid = direction_labels(ts, mid, cfg.horizon_s, cfg.dead_zone_ticks, tick_size)
+    correct = (votes == y[:, None]) & valid[:, None]
+    n_valid = np.concatenate(([0], np.cumsum(valid)))
+    n_correct = np.vstack([np.zeros((1, len(base)), np.int64), np.cumsum(correct, axis=0)])
+    h = round(cfg.horizon_s * _NS)
+    known = np.searchsorted(ts + h, ts, side="right")  # rows < known[i] are resolved at i
+    start = np.searchsorted(n_valid, n_valid[known] - cfg.meta_window, side="left")
+    count = n_valid[known] - n_valid[start]
+    hits = n_correct[known] - n_correct[start]
+    return _meta_shares(cfg, base, hits, count)
+
+
+def _meta_shares(
+    cfg: EnsembleConfig, base: np.ndarray, hits: np.ndarray, n: np.ndarray | int
+) -> np.ndarray:
+    """Weight shares from hit counts [..., M] over n resolved outcomes [...]: one formula for
+    the streaming and the batch path, element by element, so both give the same floats."""
+    denom = np.asarray(n, np.float64)[..., None] + cfg.meta_prior
+    safe = np.where(denom > 0, denom, 1.0)
+    acc = np.where(denom > 0, (hits + cfg.meta_prior * _CHANCE) / safe, _CHANCE)
+    w = base * np.exp(cfg.meta_sharpness * (acc - _CHANCE))
+    return w / w.sum(axis=-1, keepdims=True)
+
+
+def _label(move: float, cfg: EnsembleConfig, tick_size: float) -> int:
+    ticks = move / tick_size
+    return UP if ticks > cfg.dead_zone_ticks else DOWN if ticks < -cfg.dead_zone_ticks else FLAT
+
+
+def _base_weights(cfg: EnsembleConfig, names: Sequence[str]) -> np.ndarray:
+    names = list(names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique, got {names}")
+    if set(names) != set(cfg.weights):
+        raise ValueError(
+            f"the ensemble is configured for {sorted(cfg.weights)} but was given models "
+            f"{sorted(names)}"
+        )
+    return np.array([cfg.weights[name] for name in names], np.float64)
+
+
+def _same_names(names: list[str], given: Mapping[str, object], what: str) -> None:
+    if set(given) != set(names):
+        raise ValueError(f"{what} for {sorted(given)}; the ensemble's models are {sorted(names)}")
+
+
+def _check_probas(p: np.ndarray) -> np.ndarray:
+    if p.ndim != 3 or p.shape[2] != N_CLASSES:
+        raise ValueError(f"each model must give {N_CLASSES} probabilities, got shape {p.shape}")
+    if not np.all(np.isfinite(p)) or np.any(p < 0) or np.any(p > 1):
+        raise ValueError("model probabilities must be finite and within [0, 1]")
+    worst = np.max(np.abs(p.sum(axis=2) - 1.0)) if p.size else 0.0
+    if worst > _SUM_TOLERANCE:
+        raise ValueError(f"model probabilities must sum to 1 (off by up to {worst:.3g})")
+    return p
+
+
+def _check_calibrator(
+    cfg: EnsembleConfig, calibrator: MulticlassCalibrator | None
+) -> MulticlassCalibrator | None:
+    if calibrator is None:
+        return None
+    if cfg.calibration == "none" or calibrator.method != cfg.calibration:
+        raise ValueError(
+            f"the configuration asks for {cfg.calibration!r} calibration, the calibrator "
+            f"given is {calibrator.method!r}"
+        )
+    if calibrator.n_classes != N_CLASSES:
+        raise ValueError(f"the calibrator has {calibrator.n_classes} classes, not {N_CLASSES}")
+    return calibrator
