@@ -11,8 +11,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from esml.alpha.model import OnnxAlphaModel
-from esml.cli import data_cmd
 from esml.alpha.xgb import train_direction_model
+from esml.cli import data_cmd
 from esml.config import ConfigError, EsmlConfig, load_config
 from esml.data.dbn import DataFileError, main_instrument, read_mbo
 from esml.engine.session import SessionResult, progress_bar, report_path, run_session

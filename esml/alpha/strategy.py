@@ -1,0 +1,46 @@
+"""What the engine asks at each decision time, whoever answers: an alpha model, the
+ensemble or a rule strategy. One interface, so an ablation swaps them on identical data.
+
+A strategy sees the decision time, the feature row (in `esml.features.streaming`'s
+FEATURE_NAMES order, complete: it is only asked once features are warm), the mid and the
+signed position, and answers with a `Signal` or None. It may keep its own state between
+calls (rule strategies keep price history); it must not look at anything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from esml.execution.orders import Side
+
+
+@dataclass(frozen=True)
+class Signal:
+    """An opinion at one decision time. `side` None means no new entry; `exit_position`
+    asks to close what is open (a fade reaching its exit level, a strong opposite view)."""
+
+    ts_ns: int
+    source: str
+    side: Side | None
+    confidence: float  # in [0, 1]: the probability the strategy gives its side
+    p_down: float = 0.0
+    p_flat: float = 0.0
+    p_up: float = 0.0
+    agreement: float | None = None  # ensemble only: share of weight on `side`
+    exit_position: bool = False
+    stop_ticks: int | None = None  # None: the session budget's bracket
+    target_ticks: int | None = None
+    trail_ticks: int | None = None  # a fixed-distance trailing stop instead of R-multiples
+    reason: str = ""
+
+
+class Strategy(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def on_decision(
+        self, ts_ns: int, features: np.ndarray, mid: float, position: int
+    ) -> Signal | None: ...
