@@ -50,6 +50,7 @@ from esml.market.events import (
     empty_events,
 )
 from esml.market.instruments import ES, Instrument
+from esml.sim.rng import below, normal, uniform
 
 SYNTHETIC_INSTRUMENT_ID = 0xFFFF_FF00
 """No CME instrument id is this high; synthetic streams use it whatever the instrument."""
@@ -183,59 +184,23 @@ def _check_args(
         )
 
 
-# ---------------------------------------------------------------- random numbers
-# xoshiro256** seeded by SeedSequence: the stream depends on nothing but the seed.
-
-
-@njit(cache=True, inline="always")
-def _rotl(x: np.uint64, k: int) -> np.uint64:
-    return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
-
-
-@njit(cache=True)
-def _next_u64(s: np.ndarray) -> np.uint64:
-    result = _rotl(s[1] * np.uint64(5), 7) * np.uint64(9)
-    t = s[1] << np.uint64(17)
-    s[2] ^= s[0]
-    s[3] ^= s[1]
-    s[1] ^= s[2]
-    s[0] ^= s[3]
-    s[2] ^= t
-    s[3] = _rotl(s[3], 45)
-    return result
-
-
-@njit(cache=True)
-def _uniform(s: np.ndarray) -> float:
-    """In (0, 1), so log() is always safe."""
-    return ((_next_u64(s) >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
-
-
-@njit(cache=True)
-def _normal(s: np.ndarray) -> float:
-    return math.sqrt(-2.0 * math.log(_uniform(s))) * math.cos(2.0 * math.pi * _uniform(s))
-
-
-@njit(cache=True)
-def _below(s: np.ndarray, n: int) -> int:
-    """Uniform integer in [0, n)."""
-    return min(int(_uniform(s) * n), n - 1)
+# ---------------------------------------------------------------- order sizes
 
 
 @njit(cache=True)
 def _limit_size(s: np.ndarray) -> int:
     """Resting order size: mostly 1-3 lots, now and then a block."""
-    if _uniform(s) < 0.06:
-        return 10 + 5 * _below(s, 9)
-    return min(1 + int(math.log(_uniform(s)) / math.log(0.55)), 9)
+    if uniform(s) < 0.06:
+        return 10 + 5 * below(s, 9)
+    return min(1 + int(math.log(uniform(s)) / math.log(0.55)), 9)
 
 
 @njit(cache=True)
 def _market_size(s: np.ndarray) -> int:
     """Aggressor size: mostly 1-5 lots, with a heavy (Pareto) tail of large orders."""
-    if _uniform(s) < 0.05:
-        return min(6 + int(10.0 * (_uniform(s) ** (-1.0 / 1.5) - 1.0)), 150)
-    return min(1 + int(math.log(_uniform(s)) / math.log(0.55)), 5)
+    if uniform(s) < 0.05:
+        return min(6 + int(10.0 * (uniform(s) ** (-1.0 / 1.5) - 1.0)), 150)
+    return min(1 + int(math.log(uniform(s)) / math.log(0.55)), 5)
 
 
 # ---------------------------------------------------------------- output
@@ -249,13 +214,13 @@ def _emit(ev, w, rng, ctx, t_ns, action, side, price, size, oid, flags) -> int:
         w[W_OVERFLOW] = 1
         return -1
     ts_event = ctx[C_START_NS] + t_ns
-    latency = LATENCY_MIN_NS + int(-math.log(_uniform(rng)) * LATENCY_MEAN_EXTRA_NS)
+    latency = LATENCY_MIN_NS + int(-math.log(uniform(rng)) * LATENCY_MEAN_EXTRA_NS)
     ts_recv = max(ts_event + latency, w[W_LAST_RECV])
     w[W_LAST_RECV] = ts_recv
     r = ev[n]
     r.ts_event = ts_event
     r.ts_recv = ts_recv
-    r.ts_in_delta = TS_IN_DELTA_MIN_NS + _below(rng, TS_IN_DELTA_SPAN_NS)
+    r.ts_in_delta = TS_IN_DELTA_MIN_NS + below(rng, TS_IN_DELTA_SPAN_NS)
     r.action = action
     r.side = side
     r.price = price
@@ -391,12 +356,12 @@ def _simulate(ev, order_cap, rng, ctx, duration_s, start_level, grid) -> int:
     _snapshot(ev, w, rng, lv, o, bk, live, ctx, start_level)
 
     lat = np.zeros(6)
-    lat[X_REGIME] = _below(rng, 3)
-    lat[X_TREND_DIR] = 1.0 if _uniform(rng) < 0.5 else -1.0
+    lat[X_REGIME] = below(rng, 3)
+    lat[X_TREND_DIR] = 1.0 if uniform(rng) < 0.5 else -1.0
     lat[X_PRICE] = start_level - 0.5  # in grid ticks: the snapshot's mid
     lat[X_ANCHOR] = lat[X_PRICE]
-    lat[X_FLOW] = _normal(rng)
-    last_sign = 1 if _uniform(rng) < 0.5 else -1
+    lat[X_FLOW] = normal(rng)
+    last_sign = 1 if uniform(rng) < 0.5 else -1
     t = 0.0
     while True:
         if w[W_N] + 8 >= cap or bk[B_ALLOCATED] + 1 >= order_cap:
@@ -412,24 +377,24 @@ def _simulate(ev, order_cap, rng, ctx, duration_s, start_level, grid) -> int:
         r_modify = MODIFY_RATE * activity
         r_market = MARKET_RATE * activity * (1.0 + MARKET_GAP_BOOST * abs(gap))
         total = r_gap + r_add + r_cancel + r_modify + r_market
-        dt = -math.log(_uniform(rng)) / total
+        dt = -math.log(uniform(rng)) / total
         t += dt
         if t >= duration_s:
             break
         _advance_latent(lat, rng, dt, GRID_MARGIN, grid - 1 - GRID_MARGIN)
         t_ns = int(t * 1e9)
         pressure = gap + QUOTE_FLOW_LEAN * lat[X_FLOW]
-        u = _uniform(rng) * total
+        u = uniform(rng) * total
         if u < r_gap:
             # refill the gap one tick inside, more often on the side the latent price leads
-            side = S_BID if _uniform(rng) < 1.0 / (1.0 + math.exp(-SIGN_GAP * gap)) else S_ASK
+            side = S_BID if uniform(rng) < 1.0 / (1.0 + math.exp(-SIGN_GAP * gap)) else S_ASK
             lvl = bb + 1 if side == S_BID else ba - 1
             _add_limit(ev, w, rng, lv, o, bk, live, ctx, t_ns, side, lvl)
         elif u < r_gap + r_add:
             nb, na = bk[B_ORDERS + S_BID], bk[B_ORDERS + S_ASK]
             p_bid = 0.5 + 0.3 * (na - nb) / (na + nb) + ADD_LEAN * math.tanh(pressure)
-            side = S_BID if _uniform(rng) < p_bid else S_ASK
-            k = min(int(math.log(_uniform(rng)) / math.log(ADD_DEPTH_DECAY)), ADD_MAX_LEVEL - 1)
+            side = S_BID if uniform(rng) < p_bid else S_ASK
+            k = min(int(math.log(uniform(rng)) / math.log(ADD_DEPTH_DECAY)), ADD_MAX_LEVEL - 1)
             lvl = bb - k if side == S_BID else ba + k
             if 0 <= lvl < grid:
                 _add_limit(ev, w, rng, lv, o, bk, live, ctx, t_ns, side, lvl)
@@ -446,7 +411,7 @@ def _simulate(ev, order_cap, rng, ctx, duration_s, start_level, grid) -> int:
                 + SIGN_IMBALANCE * (qb - qa) / (qb + qa)
                 + SIGN_PERSIST * last_sign
             )
-            buy = _uniform(rng) < 1.0 / (1.0 + math.exp(-logit))
+            buy = uniform(rng) < 1.0 / (1.0 + math.exp(-logit))
             last_sign = 1 if buy else -1
             aggressor = S_BID if buy else S_ASK
             _market_order(ev, w, rng, lv, o, bk, live, fill_order, fill_qty, ctx, t_ns,
@@ -463,7 +428,7 @@ def _snapshot(ev, w, rng, lv, o, bk, live, ctx, start_level: int) -> None:
     for side in range(2):
         for k in range(SNAPSHOT_LEVELS):
             lvl = start_level - 1 - k if side == S_BID else start_level + k
-            for _ in range(2 + _below(rng, int(SNAPSHOT_TOP_ORDERS * 0.85**k) + 1)):
+            for _ in range(2 + below(rng, int(SNAPSHOT_TOP_ORDERS * 0.85**k) + 1)):
                 i = _new_order(lv, o, bk, live, side, lvl, _limit_size(rng))
                 _emit(ev, w, rng, ctx, 0, ADD, _side_code(side), _price(ctx, lvl),
                       o[O_SIZE, i], ORDER_ID_BASE + i, F_SNAPSHOT)  # fmt: skip
@@ -474,20 +439,20 @@ def _snapshot(ev, w, rng, lv, o, bk, live, ctx, start_level: int) -> None:
 def _advance_latent(lat, rng, dt: float, lo: float, hi: float) -> None:
     """Regime switch, log-volatility and flow-pressure OU steps, then the price itself."""
     regime = int(lat[X_REGIME])
-    if _uniform(rng) < -math.expm1(-dt / REGIME_MEAN_S[regime]):
-        regime = (regime + 1 + _below(rng, 2)) % 3
+    if uniform(rng) < -math.expm1(-dt / REGIME_MEAN_S[regime]):
+        regime = (regime + 1 + below(rng, 2)) % 3
         lat[X_REGIME] = regime
         lat[X_ANCHOR] = lat[X_PRICE]
-        lat[X_TREND_DIR] = 1.0 if _uniform(rng) < 0.5 else -1.0
+        lat[X_TREND_DIR] = 1.0 if uniform(rng) < 0.5 else -1.0
     decay = math.exp(-dt / VOL_TAU_S)
-    lat[X_LOG_VOL] = decay * lat[X_LOG_VOL] + VOL_SD * math.sqrt(1.0 - decay**2) * _normal(rng)
+    lat[X_LOG_VOL] = decay * lat[X_LOG_VOL] + VOL_SD * math.sqrt(1.0 - decay**2) * normal(rng)
     decay = math.exp(-dt / FLOW_TAU_S)
-    lat[X_FLOW] = decay * lat[X_FLOW] + math.sqrt(1.0 - decay**2) * _normal(rng)
+    lat[X_FLOW] = decay * lat[X_FLOW] + math.sqrt(1.0 - decay**2) * normal(rng)
     vol = math.exp(lat[X_LOG_VOL])
     sigma = REGIME_SIGMA[regime] * vol * math.exp(-0.5 * VOL_SD**2)
     drift = TREND_DRIFT * lat[X_TREND_DIR] if regime == REGIME_TREND else 0.0
     drift += FLOW_DRIFT * lat[X_FLOW] * vol - REGIME_KAPPA[regime] * (lat[X_PRICE] - lat[X_ANCHOR])
-    price = lat[X_PRICE] + drift * dt + sigma * math.sqrt(dt) * _normal(rng)
+    price = lat[X_PRICE] + drift * dt + sigma * math.sqrt(dt) * normal(rng)
     if price < lo:
         price = 2.0 * lo - price
     elif price > hi:
@@ -506,21 +471,21 @@ def _add_limit(ev, w, rng, lv, o, bk, live, ctx, t_ns, side: int, lvl: int) -> N
 def _cancel(ev, w, rng, lv, o, bk, live, ctx, t_ns, pressure: float) -> None:
     """Cancel a random resting order (so cancels scale with queue size); under pressure,
     some cancels pull the touch that is about to be taken."""
-    if _uniform(rng) < min(TOUCH_CANCEL_MAX, TOUCH_CANCEL_GAIN * abs(pressure)):
+    if uniform(rng) < min(TOUCH_CANCEL_MAX, TOUCH_CANCEL_GAIN * abs(pressure)):
         side = S_ASK if pressure > 0 else S_BID
         lvl = bk[B_BEST + side]
         i = lv[L_HEAD, lvl]
-        for _ in range(_below(rng, lv[L_COUNT, lvl])):
+        for _ in range(below(rng, lv[L_COUNT, lvl])):
             i = o[O_NEXT, i]
     else:
-        i = live[_below(rng, bk[B_LIVE])]
+        i = live[below(rng, bk[B_LIVE])]
         side = o[O_SIDE, i]
     if bk[B_ORDERS + side] <= MIN_SIDE_ORDERS:
         return
     size = o[O_SIZE, i]
     price = _price(ctx, o[O_LEVEL, i])
-    if size > 1 and _uniform(rng) < PARTIAL_CANCEL_P:
-        qty = 1 + _below(rng, size - 1)
+    if size > 1 and uniform(rng) < PARTIAL_CANCEL_P:
+        qty = 1 + below(rng, size - 1)
         _reduce(lv, o, bk, i, qty)
     else:
         qty = size
@@ -532,19 +497,19 @@ def _cancel(ev, w, rng, lv, o, bk, live, ctx, t_ns, pressure: float) -> None:
 def _modify(ev, w, rng, lv, o, bk, live, ctx, t_ns, grid: int) -> None:
     """Shrink (keeps priority), grow or re-price (both lose priority) a random order,
     never across the other side's touch."""
-    i = live[_below(rng, bk[B_LIVE])]
+    i = live[below(rng, bk[B_LIVE])]
     side = o[O_SIDE, i]
     size = o[O_SIZE, i]
-    u = _uniform(rng)
+    u = uniform(rng)
     if u < 0.4:
         if size <= 1:
             return
-        _reduce(lv, o, bk, i, 1 + _below(rng, size - 1))
+        _reduce(lv, o, bk, i, 1 + below(rng, size - 1))
     else:
-        new_size = size + 1 + _below(rng, 3) if u < 0.7 else size
+        new_size = size + 1 + below(rng, 3) if u < 0.7 else size
         new_lvl = o[O_LEVEL, i]
         if u >= 0.7:
-            new_lvl += (1 + _below(rng, 2)) * (1 if _uniform(rng) < 0.5 else -1)
+            new_lvl += (1 + below(rng, 2)) * (1 if uniform(rng) < 0.5 else -1)
             if new_lvl < 0 or new_lvl >= grid:
                 return
             if side == S_BID and new_lvl >= bk[B_BEST + S_ASK]:
