@@ -9,7 +9,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 ESML_DATA_DIR ?= ../shared/data
 
-.PHONY: demo test lint bench models synth venv clean
+.PHONY: demo test lint bench validate models synth venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: venv
 
 bench: venv
 	$(PY) -m bench.run
+
+# books against LOBSTER's own orderbook files, ES MBO checks, simulator vs real data
+validate: venv
+	$(PY) -m esml.evaluation.market_validation --data-dir $(ESML_DATA_DIR)
 
 models: venv
 	$(PY) training/train.py --local --out models/es_direction_20s

@@ -1,0 +1,617 @@
+"""`make validate`: esml's books proved against outside truths, and the market generator
+set beside real markets.
+
+1. LOBSTER: every sample day replayed through esml's L3 book must reproduce LOBSTER's own
+   orderbook file at every row and level (esml.data.lobster says how hidden depth is filled
+   in from that file and counts each time).
+2. CME ES MBO: once trading opens no packet ends crossed, every trade prints at the touch
+   (a print beyond it only where CME's self-match prevention cancelled the orders it
+   skipped), and L1 is the top of L2 after every packet.
+3. Stylized facts (esml.evaluation.stylized) of real ES, LOBSTER stocks and the generator,
+   with where the generator departs from real ES computed from the numbers.
+
+Exits non-zero when any check fails. Usage:
+    python -m esml.evaluation.market_validation [--data-dir DIR] [--out FILE.html]
+        [--generator MODULE:FUNCTION] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import importlib
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import databento_dbn as dbn
+import numpy as np
+import plotly.graph_objects as go
+from rich.console import Console
+from rich.table import Table
+
+from esml.data.book import BookState, apply_event, snapshot_end
+from esml.data.dbn import DataFileError, main_instrument, open_dbn, read_mbo
+from esml.data.lobster import TICK_FIXED, LobsterReplay, read_lobster, reconstruct
+from esml.data.validate import check_book
+from esml.evaluation.stylized import TRADE_SIZE_QUANTILES, StylizedFacts, stylized_facts
+from esml.market.events import (
+    ADD,
+    ASK,
+    BID,
+    CANCEL,
+    CLEAR,
+    F_LAST,
+    FILL,
+    MODIFY,
+    NO_SIDE,
+    TRADE,
+)
+from esml.market.instruments import ES
+from esml.sim.queue_reactive import generate_day
+
+DEFAULT_DATA_DIR = "../shared/data"
+DEFAULT_OUT = "reports/market-validation.html"
+MIN_STYLIZED_HOURS = 0.5  # an ES file needs this much open market to give stylized facts
+SMP_LOOKAHEAD = 200  # records within which a skipped order must be cancelled
+CLOSE_ENOUGH = 0.25  # relative difference from real ES still called "close"
+CKS_R2 = 0.65  # Cont, Kukanov and Stoikov (2014): mean R² on US equities, 10-s intervals
+
+Generator = Callable[[int], np.ndarray]
+
+
+GENERATED_DAY = "2024-03-05"
+
+
+def default_generator(seed: int) -> np.ndarray:
+    """One SYNTHETIC trading day of ES from the queue-reactive generator."""
+    return generate_day(seed, GENERATED_DAY)
+
+
+# ---------------------------------------------------------------- ES MBO
+
+
+@dataclass(frozen=True)
+class EsCheck:
+    file: str
+    instrument_id: int
+    records: int
+    packets_checked: int
+    crossed_packets: int
+    trades_checked: int
+    trades_beyond_touch: int  # by the compiled check (esml.data.validate)
+    trades_beyond_touch_reference: int  # by the plain dict replay here: must agree
+    beyond_touch_explained: int  # skipped orders all cancelled unfilled: self-match prevention
+    l1_l2_mismatches: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.crossed_packets == 0
+            and self.trades_beyond_touch == self.trades_beyond_touch_reference
+            and self.beyond_touch_explained == self.trades_beyond_touch
+            and self.l1_l2_mismatches == 0
+        )
+
+
+def es_mbo_files(data_dir: Path) -> list[Path]:
+    """Every MBO file under DIR/cme-es, known by its DBN metadata rather than its name."""
+    found = []
+    for path in sorted((data_dir / "cme-es").rglob("*.dbn*")):
+        if open_dbn(path).metadata.schema == dbn.Schema.MBO:
+            found.append(path)
+    return found
+
+
+def trades_beyond_touch(events: np.ndarray) -> list[tuple[int, list[int]]]:
+    """(trade index, resting orders it jumped over) for each aggressor trade after the
+    opening print that priced beyond an unfilled resting order of the passive side.
+
+    A plain dict replay, independent of the compiled book it cross-checks."""
+    live: dict[int, tuple[int, int, int]] = {}  # order id: (side, price, size)
+    levels: dict[int, dict[int, set[int]]] = {BID: {}, ASK: {}}
+    filled: set[int] = set()
+    out: list[tuple[int, list[int]]] = []
+    opened = False
+    start = snapshot_end(events)
+
+    def drop(oid: int) -> None:
+        side, price, _ = live.pop(oid)
+        ids = levels[side][price]
+        ids.discard(oid)
+        if not ids:
+            del levels[side][price]
+
+    for i, (action, side, price, size, oid, flags) in enumerate(
+        zip(
+            *(events[f].tolist() for f in ("action", "side", "price", "size", "order_id", "flags")),
+            strict=True,
+        )
+    ):
+        if action == TRADE and i >= start:
+            if opened and side != NO_SIDE:
+                buy = side == BID
+                book = levels[ASK if buy else BID]
+                better = [
+                    o
+                    for p, ids in book.items()
+                    if (p < price if buy else p > price)
+                    for o in ids
+                    if o not in filled
+                ]
+                if better:
+                    out.append((i, better))
+            opened = True
+        elif action == FILL:
+            filled.add(oid)
+        elif action in (ADD, MODIFY):
+            if oid in live:
+                drop(oid)
+            live[oid] = (side, price, size)
+            levels[side].setdefault(price, set()).add(oid)
+        elif action == CANCEL and oid in live:
+            s, p, left = live[oid]
+            left -= size
+            if left <= 0:
+                drop(oid)
+            else:
+                live[oid] = (s, p, left)
+        elif action == CLEAR:
+            live.clear()
+            levels = {BID: {}, ASK: {}}
+        if flags & F_LAST:
+            filled.clear()
+    return out
+
+
+def _self_match_explained(events: np.ndarray, beyond: list[tuple[int, list[int]]]) -> int:
+    """How many of those trades skipped only orders cancelled soon after without a fill."""
+    explained = 0
+    for i, skipped in beyond:
+        window = events[i : i + SMP_LOOKAHEAD]
+        ok = True
+        for oid in skipped:
+            acts = set(window["action"][window["order_id"] == oid].tolist())
+            ok &= CANCEL in acts and FILL not in acts
+        explained += ok
+    return explained
+
+
+def _l1_l2_mismatches(events: np.ndarray, tick_fixed: int) -> int:
+    """After every packet: is the touch the book reports its first L2 level?"""
+    book = BookState.new(tick_fixed)
+    arrays = book.arrays
+    bad = 0
+    fields = (events[f].tolist() for f in ("action", "side", "price", "size", "order_id", "flags"))
+    for action, side, price, size, oid, flags in zip(*fields, strict=True):
+        apply_event(*arrays, action, side, price, size, oid)
+        if flags & F_LAST:
+            top = book.depth(1)[0]
+            bad += tuple(int(v) for v in top) != book.touch()
+    book.check()
+    return bad
+
+
+def main_instrument_events(path: Path) -> np.ndarray:
+    """The records of the file's outright (the instrument with the most records)."""
+    events = read_mbo(path)
+    return events[events["instrument_id"] == main_instrument(events)]
+
+
+def check_es(name: str, events: np.ndarray, tick_fixed: int = ES.tick_fixed) -> EsCheck:
+    """The book checks on one instrument's MBO records."""
+    r = check_book(events, tick_fixed)
+    beyond = trades_beyond_touch(events)
+    return EsCheck(
+        file=name,
+        instrument_id=int(events["instrument_id"][0]) if len(events) else 0,
+        records=len(events),
+        packets_checked=r.packets_checked,
+        crossed_packets=r.crossed_packets,
+        trades_checked=r.trades_checked,
+        trades_beyond_touch=r.trades_outside_touch,
+        trades_beyond_touch_reference=len(beyond),
+        beyond_touch_explained=_self_match_explained(events, beyond),
+        l1_l2_mismatches=_l1_l2_mismatches(events, tick_fixed),
+    )
+
+
+# ---------------------------------------------------------------- stylized facts
+
+
+@dataclass(frozen=True)
+class Departure:
+    """One statistic of the generator against real ES, and against the LOBSTER stocks'
+    range where the statistic has no unit (sizes and tick-relative spreads do)."""
+
+    statistic: str
+    simulator: float
+    real_es: float
+    lobster_range: tuple[float, float] | None
+
+    @property
+    def relative(self) -> float:
+        return (self.simulator - self.real_es) / abs(self.real_es) if self.real_es else math.nan
+
+    @property
+    def departs(self) -> bool:
+        return not (abs(self.relative) <= CLOSE_ENOUGH)
+
+    def sentence(self) -> str:
+        if not (np.isfinite(self.relative) and np.isfinite(self.simulator)):
+            return (
+                f"{self.statistic}: not comparable (simulator {self.simulator:.3g}, real ES "
+                f"{self.real_es:.3g})."
+            )
+        where = "above" if self.relative > 0 else "below"
+        verdict = (
+            f"departs, {abs(self.relative):.0%} {where} real ES"
+            if self.departs
+            else f"close to real ES ({self.relative:+.0%})"
+        )
+        text = f"{self.statistic}: simulator {self.simulator:.3g}, real ES {self.real_es:.3g}; "
+        text += verdict
+        if self.lobster_range is not None:
+            lo, hi = self.lobster_range
+            inside = "inside" if lo <= self.simulator <= hi else "outside"
+            text += f"; {inside} the LOBSTER stocks' range {lo:.3g} to {hi:.3g}"
+        return text + "."
+
+
+# statistic: (value, has no unit so LOBSTER stocks compare)
+def _scalars(f: StylizedFacts) -> dict[str, tuple[float, bool]]:
+    q = dict(zip(TRADE_SIZE_QUANTILES, f.trade_size_quantiles, strict=True))
+    return {
+        "share of time at a one-tick spread": (f.one_tick_spread_share, False),
+        "excess kurtosis of 1-s mid returns": (f.kurtosis_1s, True),
+        "excess kurtosis of 1-min mid returns": (f.kurtosis_1min, True),
+        "autocorrelation of |1-s returns|, mean of lags 1-5": (_mean5(f.abs_acf_1s), True),
+        "autocorrelation of |1-min returns|, mean of lags 1-5": (_mean5(f.abs_acf_1min), True),
+        "median trade size": (q[0.5], False),
+        "90th percentile trade size": (q[0.9], False),
+        "share of trades of size 1": (f.share_size_one, False),
+        "R² of 10-s mid change on OFI (pooled)": (f.ofi.r2, True),
+        "R² of 10-s mid change on OFI (30-min windows)": (f.ofi.window_r2, True),
+    }
+
+
+def _mean5(acf: tuple[float, ...]) -> float:
+    v = np.asarray(acf[:5])
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else math.nan
+
+
+def departures(
+    sim: StylizedFacts, es: StylizedFacts, lobster: Sequence[StylizedFacts]
+) -> list[Departure]:
+    s, e = _scalars(sim), _scalars(es)
+    lob = [_scalars(f) for f in lobster]
+    out = []
+    for name, (value, unit_free) in s.items():
+        vals = [v[name][0] for v in lob if np.isfinite(v[name][0])]
+        span = (min(vals), max(vals)) if unit_free and vals else None
+        out.append(Departure(name, value, e[name][0], span))
+    return out
+
+
+def _es_sample(real: Sequence[StylizedFacts]) -> str:
+    """How much real ES the comparison rests on: short samples carry their own noise."""
+    return "; ".join(f"{f.label}: {f.hours:.1f} h from the open, {f.trades:,} trades" for f in real)
+
+
+def _cks_sentence(facts: Sequence[StylizedFacts]) -> str:
+    said = ", ".join(f"{f.label} {f.ofi.window_r2:.2f}" for f in facts)
+    return (
+        f"Cont, Kukanov and Stoikov (2014) report a mean R² of about {CKS_R2:.2f} for 10-s mid "
+        f"changes on order-flow imbalance in half-hour windows on US equities; here: {said}."
+    )
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _html_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.4g}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def _lobster_rows(replays: Sequence[LobsterReplay]) -> list[list[object]]:
+    return [
+        [
+            Path(r.source.split(":")[0]).stem.removeprefix("LOBSTER_SampleFile_"),
+            r.levels,
+            r.messages,
+            r.rows_matching,
+            r.rows_exact,
+            r.rows_revealed,
+            r.levels_revealed,
+            r.reattributions,
+            r.mismatches,
+        ]
+        for r in replays
+    ]
+
+
+LOBSTER_HEAD = (
+    "file",
+    "levels",
+    "messages",
+    "rows matching exactly",
+    "by messages alone",
+    "rows with revealed depth",
+    "levels revealed",
+    "re-attributions",
+    "mismatches",
+)
+ES_HEAD = (
+    "file",
+    "instrument",
+    "records",
+    "packets",
+    "crossed after open",
+    "trades",
+    "trades beyond touch",
+    "(reference replay)",
+    "self-match prevention",
+    "L1 != top of L2",
+)
+
+
+def _es_rows(checks: Sequence[EsCheck]) -> list[list[object]]:
+    return [
+        [
+            c.file,
+            c.instrument_id,
+            c.records,
+            c.packets_checked,
+            c.crossed_packets,
+            c.trades_checked,
+            c.trades_beyond_touch,
+            c.trades_beyond_touch_reference,
+            c.beyond_touch_explained,
+            c.l1_l2_mismatches,
+        ]
+        for c in checks
+    ]
+
+
+def _facts_table(facts: Sequence[StylizedFacts]) -> tuple[list[str], list[list[object]]]:
+    head = ["statistic"] + [f.label + (" (SYNTHETIC)" if f.synthetic else "") for f in facts]
+    per = [_scalars(f) for f in facts]
+    rows: list[list[object]] = [["hours from the open", *(f.hours for f in facts)]]
+    rows += [["trades", *(f.trades for f in facts)]]
+    rows += [[name, *(p[name][0] for p in per)] for name in per[0]]
+    return head, rows
+
+
+def _figures(facts: Sequence[StylizedFacts]) -> list[go.Figure]:
+    names = [f.label + (" (SYNTHETIC)" if f.synthetic else "") for f in facts]
+    bars = go.Figure()
+    for key, title in (
+        ("one_tick_spread_share", "one-tick spread share"),
+        ("share_size_one", "share of size-1 trades"),
+    ):
+        bars.add_bar(name=title, x=names, y=[getattr(f, key) for f in facts])
+    bars.add_bar(name="OFI R² (30-min windows)", x=names, y=[f.ofi.window_r2 for f in facts])
+    bars.add_hline(y=CKS_R2, line_dash="dot", annotation_text="CKS 2014 R² ≈ 0.65")
+    bars.update_layout(title="Shares and R²", barmode="group")
+    kurt = go.Figure()
+    kurt.add_bar(name="1-s", x=names, y=[f.kurtosis_1s for f in facts])
+    kurt.add_bar(name="1-min", x=names, y=[f.kurtosis_1min for f in facts])
+    kurt.update_layout(title="Excess kurtosis of mid returns", barmode="group", yaxis_type="log")
+    acf = go.Figure()
+    for f, n in zip(facts, names, strict=True):
+        for series, dash in ((f.abs_acf_1s, "solid"), (f.abs_acf_1min, "dot")):
+            lags = list(range(1, len(series) + 1))
+            label = f"{n} {'1-s' if dash == 'solid' else '1-min'}"
+            acf.add_scatter(x=lags, y=series, name=label, line_dash=dash)
+    acf.update_layout(title="Autocorrelation of absolute mid returns", xaxis_title="lag")
+    sizes = go.Figure()
+    for f, n in zip(facts, names, strict=True):
+        sizes.add_scatter(
+            x=[f"q{q:g}" for q in TRADE_SIZE_QUANTILES],
+            y=f.trade_size_quantiles,
+            name=n,
+            mode="lines+markers",
+        )
+    sizes.update_layout(title="Trade-size quantiles", yaxis_type="log")
+    return [bars, kurt, acf, sizes]
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border-bottom: 1px solid #ddd; padding: 0.25em 0.8em; text-align: right; }
+td:first-child, th:first-child { text-align: left; }
+.bad { color: #b00020; font-weight: bold; } .good { color: #1a9850; font-weight: bold; }
+.synthetic { background: #b00020; color: #fff; padding: 0.3em 0.6em; font-weight: bold; }
+"""
+
+
+def write_report(
+    path: Path,
+    replays: Sequence[LobsterReplay],
+    es: Sequence[EsCheck],
+    facts: Sequence[StylizedFacts],
+    gaps: Sequence[Departure],
+    real_es: Sequence[StylizedFacts],
+) -> None:
+    ok_l = all(r.ok for r in replays)
+    ok_e = all(c.ok for c in es)
+    figs = _figures(facts)
+    plots = "".join(
+        f.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
+        for i, f in enumerate(figs)
+    )
+    head, rows = _facts_table(facts)
+    gone = [g for g in gaps if g.departs]
+    close = [g for g in gaps if not g.departs]
+    revealed = sum(r.rows_revealed for r in replays)
+    parts = [
+        "<h1>esml market validation</h1>",
+        "<h2>LOBSTER: esml's L3 book against LOBSTER's orderbook files</h2>",
+        f"<p class='{'good' if ok_l else 'bad'}'>"
+        f"{sum(r.rows_matching for r in replays):,} of {sum(r.messages for r in replays):,} "
+        "rows match exactly at every level.</p>",
+        f"<p>The opening book is seeded from each orderbook file's first row with the first "
+        f"message undone. Depth that first comes into view later (beyond the previous row's "
+        f"deepest level, where LOBSTER omits messages) was read off the orderbook file in "
+        f"{revealed:,} rows; levels already in view were never taken from it.</p>",
+        _html_table(LOBSTER_HEAD, _lobster_rows(replays)),
+        "<h2>CME ES MBO: book consistency</h2>",
+        f"<p class='{'good' if ok_e else 'bad'}'>"
+        f"{'all checks pass' if ok_e else 'a check fails'}</p>",
+        _html_table(ES_HEAD, _es_rows(es)),
+        "<h2>Stylized facts</h2>",
+        "<p><span class='synthetic'>SYNTHETIC</span> columns are generated data, never "
+        "evidence about a real market. LOBSTER sizes are shares, ES sizes contracts.</p>",
+        _html_table(head, rows),
+        "<h2>Where the simulator departs from the real data</h2>",
+        f"<p>Compared with real ES ({_es_sample(real_es)}); a difference within "
+        f"{CLOSE_ENOUGH:.0%} counts as close. {len(gone)} of {len(gaps)} statistics depart. "
+        "Unit-free statistics are also set against the LOBSTER stocks' range.</p>",
+        "<ul>" + "".join(f"<li>{html.escape(g.sentence())}</li>" for g in gone + close) + "</ul>",
+        f"<p>{html.escape(_cks_sentence(facts))}</p>",
+        plots,
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>esml market validation"
+        f"</title><style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _rich_table(title: str, head: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+    t = Table(title=title)
+    names = max((len(_fmt(row[0])) for row in rows), default=0)
+    t.add_column(head[0], overflow="fold", min_width=min(names, 64))
+    for h in head[1:]:
+        t.add_column(h, justify="right", overflow="fold")
+    for row in rows:
+        t.add_row(*(_fmt(c) for c in row))
+    return t
+
+
+def load_generator(spec: str) -> Generator:
+    """'module:function', called with the seed alone."""
+    module, _, name = spec.partition(":")
+    if not name:
+        raise ValueError(f"--generator wants MODULE:FUNCTION, got {spec!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def run(
+    data_dir: Path,
+    out: Path,
+    generator: Generator = default_generator,
+    seed: int = 1,
+    generator_tick_fixed: int = ES.tick_fixed,
+    console: Console | None = None,
+) -> int:
+    """All three parts; the exit status: 0 all good, 1 a check failed, 2 data missing."""
+    if console is None:  # a log (CI, make) gets the tables whole; a terminal wraps them
+        console = Console()
+        console = console if console.is_terminal else Console(width=240)
+    zips = sorted((data_dir / "lobster").glob("*.zip"))
+    mbo = es_mbo_files(data_dir) if (data_dir / "cme-es").is_dir() else []
+    if not zips or not mbo:
+        console.print(f"[red]no LOBSTER zips or no ES MBO files under {data_dir}[/red]")
+        return 2
+    replays = [reconstruct(read_lobster(z)) for z in zips]
+    console.print(
+        _rich_table(
+            "LOBSTER replay against its orderbook files", LOBSTER_HEAD, _lobster_rows(replays)
+        )
+    )
+    revealed = sum(r.rows_revealed for r in replays)
+    console.print(
+        f"Seeded from each file's first orderbook row (first message undone); depth coming into"
+        f" view was read off the orderbook file in {revealed:,} rows (column 6)."
+    )
+    es_events = [main_instrument_events(p) for p in mbo]
+    es = [check_es(p.name, ev) for p, ev in zip(mbo, es_events, strict=True)]
+    console.print(_rich_table("CME ES MBO book checks", ES_HEAD, _es_rows(es)))
+
+    es_facts = [
+        stylized_facts(ev, ES.tick_fixed, f"ES {p.name.split('.')[0]}")
+        for p, ev in zip(mbo, es_events, strict=True)
+        if _open_hours(ev) >= MIN_STYLIZED_HOURS
+    ]
+    deepest: dict[str, LobsterReplay] = {}
+    for r in replays:
+        if r.ticker not in deepest or r.levels > deepest[r.ticker].levels:
+            deepest[r.ticker] = r
+    lob_facts = [
+        stylized_facts(r.events, TICK_FIXED, f"{t} (LOBSTER {r.levels})")
+        for t, r in sorted(deepest.items())
+    ]
+    sim = stylized_facts(generator(seed), generator_tick_fixed, f"generator seed {seed}")
+    sim = replace(sim, synthetic=True)  # generated is synthetic, whatever its publisher id says
+    facts = [*es_facts, *lob_facts, sim]
+    head, rows = _facts_table(facts)
+    console.print(_rich_table("Stylized facts", head, rows))
+    gaps = departures(sim, es_facts[0], lob_facts) if es_facts else []
+    for g in gaps:
+        console.print(g.sentence(), style="yellow" if g.departs else None, markup=False)
+    console.print(_cks_sentence(facts), markup=False)
+    write_report(out, replays, es, facts, gaps, es_facts)
+    console.print(f"report: {out}")
+    bad = [r for r in replays if not r.ok] + [c for c in es if not c.ok]
+    if bad:
+        console.print(f"[red]{len(bad)} check(s) failed[/red]")
+        return 1
+    return 0
+
+
+def _open_hours(events: np.ndarray) -> float:
+    """Hours between the first trade after the snapshot and the last record."""
+    start = snapshot_end(events)
+    t = np.flatnonzero(events["action"][start:] == TRADE)
+    if not len(t):
+        return 0.0
+    return float(events["ts_recv"][-1] - events["ts_recv"][start + t[0]]) / 3.6e12
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m esml.evaluation.market_validation", description=__doc__.split("\n")[0]
+    )
+    p.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("ESML_DATA_DIR", DEFAULT_DATA_DIR))
+    )
+    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT))
+    p.add_argument(
+        "--generator",
+        default=None,
+        help="MODULE:FUNCTION taking a seed (default: one day of "
+        "esml.sim.queue_reactive.generate_day)",
+    )
+    p.add_argument("--seed", type=int, default=1)
+    a = p.parse_args(argv)
+    gen = load_generator(a.generator) if a.generator else default_generator
+    try:
+        return run(a.data_dir, a.out, gen, a.seed)
+    except DataFileError as e:
+        Console().print(f"[red]{e}[/red]")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
