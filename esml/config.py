@@ -9,9 +9,18 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from esml.execution.rules import ExitRules
 from esml.market.instruments import INSTRUMENTS, Instrument
+from esml.sim.exchange_config import ExchangeConfig
 
 
 class _Strict(BaseModel):
@@ -84,6 +93,7 @@ class RiskConfig(_Strict):
     news: NewsConfig = NewsConfig()
     budgets: dict[str, SessionBudget] = DEFAULT_BUDGETS
     sizing: SizingConfig = SizingConfig()
+    gates_off: tuple[str, ...] = ()  # gate names to leave out (ablation); a halt always holds
 
     @field_validator("blocked_ct")
     @classmethod
@@ -124,6 +134,7 @@ class ExecutionConfig(_Strict):
     target_ticks: int = Field(12, ge=1)
     time_exit_s: float = Field(20.0, gt=0)
     commission_per_side: float = Field(2.25, ge=0)  # ES all-in per contract per side
+    exits: ExitRules = ExitRules()
 
 
 class FeatureConfig(_Strict):
@@ -137,6 +148,7 @@ class EsmlConfig(_Strict):
     risk: RiskConfig = RiskConfig()
     execution: ExecutionConfig = ExecutionConfig()
     features: FeatureConfig = FeatureConfig()
+    exchange: ExchangeConfig | None = None  # the paper exchange; None: defaults, our commission
     model_dir: Path = Path("models/es_direction_20s")
     journal_path: Path = Path("runs/journal.sqlite")
 
@@ -146,6 +158,22 @@ class EsmlConfig(_Strict):
         if v not in INSTRUMENTS:
             raise ValueError(f"unknown instrument {v!r}; choose one of {sorted(INSTRUMENTS)}")
         return v
+
+    @model_validator(mode="after")
+    def _one_commission(self) -> EsmlConfig:
+        ex = self.exchange
+        if ex is not None and ex.commission_per_side != self.execution.commission_per_side:
+            raise ValueError(
+                f"exchange.commission_per_side ({ex.commission_per_side}) differs from "
+                f"execution.commission_per_side ({self.execution.commission_per_side}): "
+                "the gates and sizing would price trades differently from the fills"
+            )
+        return self
+
+    @property
+    def paper_exchange(self) -> ExchangeConfig:
+        fee = self.execution.commission_per_side
+        return self.exchange or ExchangeConfig(commission_per_side=fee)
 
     @property
     def instrument_spec(self) -> Instrument:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from esml.alpha.model import AlphaModel
 from esml.execution.orders import Side
 
 
@@ -44,3 +45,25 @@ class Strategy(Protocol):
     def on_decision(
         self, ts_ns: int, features: np.ndarray, mid: float, position: int
     ) -> Signal | None: ...
+
+
+class ModelStrategy:
+    """A direction model as a strategy: its more likely direction, with that probability
+    as confidence. Flat-most-likely still answers a side: the gates judge confidence."""
+
+    def __init__(self, model: AlphaModel) -> None:
+        self.model = model
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def on_decision(
+        self, ts_ns: int, features: np.ndarray, mid: float, position: int
+    ) -> Signal | None:
+        p_down, p_flat, p_up = self.model.predict_one(features)
+        side = Side.BUY if p_up >= p_down else Side.SELL
+        return Signal(
+            ts_ns, "model", side, max(p_up, p_down), p_down, p_flat, p_up,
+            reason=f"{self.model.name}: p_up {p_up:.3f} p_down {p_down:.3f}",
+        )  # fmt: skip

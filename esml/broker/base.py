@@ -6,13 +6,33 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from esml.execution.orders import Fill, Order, OrderIntent
+from esml.execution.ports import (
+    BrokerFailure,
+    FindsByClientId,
+    ListsWorkingOrders,
+    Modifies,
+    OrderRefused,
+    PlacesProtectiveStops,
+    ReportsUpdates,
+)
+
+# Optional capabilities a broker may add to the protocol below; the execution layer
+# (`esml.execution.manager`) checks for each with hasattr/isinstance and falls back
+# without it. Defined in `esml.execution.ports`, which sits below this package.
+OPTIONAL_CAPABILITIES = (
+    Modifies,  # modify(order_id, *, price=None, qty=None): trailing stops, resized brackets
+    ListsWorkingOrders,  # working_orders(symbol): recovery after a restart
+    FindsByClientId,  # order_for_client(client_id): was a journaled intent ever sent?
+    PlacesProtectiveStops,  # protect(symbol, side, qty, stop_price, client_id)
+    ReportsUpdates,  # take_updates(): order changes and new fills since the last call
+)
 
 
-class BrokerError(RuntimeError):
+class BrokerError(BrokerFailure):
     """The broker could not be reached or answered with something unusable."""
 
 
-class OrderRejected(BrokerError):
+class OrderRejected(BrokerError, OrderRefused):
     """The broker refused the order; nothing was placed."""
 
     def __init__(self, client_id: str, reason: str) -> None:

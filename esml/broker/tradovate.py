@@ -17,7 +17,9 @@ or an answer that cannot be trusted). Credentials are never logged or repr'd.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -42,6 +44,18 @@ log = logging.getLogger(__name__)
 TRADOVATE_URLS = {
     "demo": "https://demo.tradovateapi.com/v1",
     "live": "https://live.tradovateapi.com/v1",
+}
+
+_LIVE = ("Working", "Suspended", "PendingNew", "PendingCancel", "PendingReplace")
+_TYPES = {
+    "Market": OrderType.MARKET,
+    "Limit": OrderType.LIMIT,
+    "MIT": OrderType.LIMIT,
+    "QTS": OrderType.MARKET,
+    "Stop": OrderType.STOP,
+    "StopLimit": OrderType.STOP,
+    "TrailingStop": OrderType.STOP,
+    "TrailingStopLimit": OrderType.STOP,
 }
 
 _STATUS = {
@@ -92,6 +106,14 @@ class TradovateCredentials(BaseModel):
 def leg_client_id(client_id: str, role: OrderRole) -> str:
     """Bracket legs get their own client ids so each order has one journal record."""
     return f"{client_id}-{role.value}"
+
+
+def role_of_client_id(client_id: str) -> OrderRole:
+    """What an order is, from the client id it was sent with (`leg_client_id`)."""
+    for role in (OrderRole.STOP, OrderRole.TARGET):
+        if client_id.endswith(f"-{role.value}"):
+            return role
+    return OrderRole.ENTRY
 
 
 def bracket_prices(
@@ -190,6 +212,9 @@ class TradovateClient:
         self._placed: dict[str, Placement | OrderRejected] = {}
         self._flattened: dict[str, Order | None] = {}
         self._known: dict[str, tuple[str, OrderRole]] = {}  # order id -> (client id, role)
+        self._protected: dict[str, Order | OrderRejected] = {}
+        self._tracked: dict[str, Order] = {}  # orders whose changes take_updates reports
+        self._taken_fills: set[str] = set()
 
     def __repr__(self) -> str:
         return f"TradovateClient(user={self._creds.name!r}, base_url={self._base!r})"
@@ -257,6 +282,7 @@ class TradovateClient:
             self._known[o.order_id] = (o.client_id, o.role)
         self._placed[intent.client_id] = placement
         self._refresh(placement.orders)
+        self._track(placement.orders)
         log.info("placed %s: %s", intent.client_id, [o.order_id for o in placement.orders])
         return placement
 
@@ -302,6 +328,7 @@ class TradovateClient:
             )
             self._known[order.order_id] = (client_id, OrderRole.EXIT)
             self._refresh([order])
+            self._track([order])
         log.info("flattened %s for %s (%s): held %+d", symbol, client_id, reason, held)
         self._flattened[client_id] = order
         return order
@@ -320,6 +347,7 @@ class TradovateClient:
         """Every active fill of the user's accounts at Tradovate, oldest first. Commission
         is the configured per-side estimate: /fill/list carries no fees."""
         rows = _as_list(self._call("GET", "/fill/list"), "/fill/list")
+        self._learn_client_ids({str(r["orderId"]) for r in rows if r.get("active", True)})
         fills = []
         for row in sorted(rows, key=lambda r: (_parse_time(r["timestamp"]), r["id"])):
             if not row.get("active", True):
@@ -340,6 +368,219 @@ class TradovateClient:
                 )
             )
         return fills
+
+    # -- optional capabilities used by esml.execution ------------------------------------
+
+    def modify(self, order_id: str, *, price: float | None = None, qty: int | None = None) -> None:
+        """A new limit or stop price and/or total quantity for a working order
+        (`/order/modifyorder`, which needs the order's type and quantity: read first)."""
+        if price is None and qty is None:
+            raise ValueError("modify needs a price or a quantity")
+        if qty is not None and qty <= 0:
+            raise ValueError(f"order quantity must be positive, got {qty}")
+        if price is not None and not (math.isfinite(price) and price > 0):
+            raise ValueError(f"price must be a positive number, got {price}")
+        current = self._views([order_id]).get(order_id)
+        if current is None:
+            raise BrokerError(f"Tradovate knows no order {order_id}")
+        name = current.client_id or order_id
+        if current.status.is_final:
+            raise OrderRejected(name, f"order {order_id} is already {current.status.value}")
+        body: dict[str, Any] = {
+            "orderId": int(order_id),
+            "orderQty": qty if qty is not None else current.qty,
+            "orderType": current.order_type.value,
+            "isAutomated": True,
+        }
+        if price is not None or current.price is not None:
+            inst = instrument_for(current.symbol)
+            key = "stopPrice" if current.order_type is OrderType.STOP else "price"
+            body[key] = inst.round_to_tick(price if price is not None else current.price or 0.0)
+        answer = self._call("POST", "/order/modifyorder", json=body, rejectable_as=name)
+        _raise_on_failure(answer, name)
+        log.info("modified %s (%s): %s", order_id, name, body)
+
+    def working_orders(self, symbol: str) -> list[Order]:
+        """The symbol's live orders in this account, whoever placed them; from now on
+        `take_updates` reports their changes."""
+        account_id, _ = self._resolve_account()
+        contract_id = self._contract_id(symbol)
+        rows = _as_list(self._call("GET", "/order/list"), "/order/list")
+        ids = [
+            str(r["id"])
+            for r in rows
+            if r.get("accountId") == account_id
+            and r.get("contractId") == contract_id
+            and r.get("ordStatus") in _LIVE
+        ]
+        views = self._views(ids)
+        orders = [views[i] for i in ids if i in views]
+        self._track(orders)
+        return orders
+
+    def order_for_client(self, client_id: str) -> Order | None:
+        """The order Tradovate received under `client_id` (its `New` command carries the
+        clOrdId), in whatever state; None when it never received one."""
+        commands = _as_list(self._call("GET", "/command/list"), "/command/list")
+        ids = sorted(
+            str(c["orderId"])
+            for c in commands
+            if c.get("clOrdId") == client_id and c.get("commandType") == "New"
+        )
+        if not ids:
+            return None
+        if len(ids) > 1:
+            raise BrokerError(f"client id {client_id} names {len(ids)} orders at Tradovate")
+        self._known.setdefault(ids[0], (client_id, role_of_client_id(client_id)))
+        view = self._views(ids).get(ids[0])
+        if view is not None:
+            self._track([view])
+        return view
+
+    def protect(self, symbol: str, side: Side, qty: int, stop_price: float,
+                client_id: str) -> Order:  # fmt: skip
+        """A stand-alone GTC stop closing `qty` of an open position. Idempotent on
+        `client_id` within this client, refusals included."""
+        earlier = self._protected.get(client_id)
+        if isinstance(earlier, OrderRejected):
+            raise earlier
+        if earlier is not None:
+            return earlier
+        if qty <= 0 or not (math.isfinite(stop_price) and stop_price > 0):
+            raise ValueError(f"{client_id}: a stop needs a positive quantity and price")
+        account_id, account_spec = self._resolve_account()
+        stop_px = instrument_for(symbol).round_to_tick(stop_price)
+        body = {
+            "accountSpec": account_spec,
+            "accountId": account_id,
+            "clOrdId": client_id,
+            "action": side.value,
+            "symbol": symbol,
+            "orderQty": qty,
+            "orderType": OrderType.STOP.value,
+            "stopPrice": stop_px,
+            "timeInForce": "GTC",
+            "isAutomated": True,
+        }
+        try:
+            answer = self._call("POST", "/order/placeorder", json=body, rejectable_as=client_id)
+            _raise_on_failure(answer, client_id)
+        except OrderRejected as rejected:
+            self._protected[client_id] = rejected
+            raise
+        if not isinstance(answer.get("orderId"), int):
+            raise BrokerError(f"/order/placeorder answered without an order id: {answer!r}")
+        order = Order(
+            order_id=str(answer["orderId"]),
+            client_id=client_id,
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            order_type=OrderType.STOP,
+            role=OrderRole.STOP,
+            price=stop_px,
+            ts_ns=_ns(self._clock()),
+        )
+        self._known[order.order_id] = (client_id, OrderRole.STOP)
+        self._protected[client_id] = order
+        self._refresh([order])
+        self._track([order])
+        log.info("protective stop %s for %s: %s %d at %s", order.order_id, symbol, side, qty,
+                 stop_px)  # fmt: skip
+        return order
+
+    def take_updates(self) -> tuple[list[Order], list[Fill]]:
+        """Poll Tradovate: the tracked orders whose status, quantity, price or fills have
+        changed since the last call, and the fills not handed out yet (on a new client,
+        every fill of the day: the journal keeps each fill id once)."""
+        live = [o for o in self._tracked.values() if not o.status.is_final]
+        views = self._views([o.order_id for o in live]) if live else {}
+        changed = []
+        for o in live:
+            v = views.get(o.order_id)
+            if v is None:
+                continue
+            now = (v.status, v.qty, v.price, v.filled_qty, v.avg_fill_price)
+            if now != (o.status, o.qty, o.price, o.filled_qty, o.avg_fill_price):
+                o.status, o.qty, o.price, o.filled_qty, o.avg_fill_price = now
+                changed.append(replace(o))
+        fills = [f for f in self.fills() if f.fill_id not in self._taken_fills]
+        self._taken_fills.update(f.fill_id for f in fills)
+        return changed, fills
+
+    def _track(self, orders: list[Order]) -> None:
+        for o in orders:
+            self._tracked[o.order_id] = replace(o)
+
+    def _views(self, ids: list[str]) -> dict[str, Order]:
+        """Orders as Tradovate holds them now: status (`/order/items`), quantity, type and
+        prices (the latest `/orderVersion`), fills (`/fill/ldeps`), client ids."""
+        if not ids:
+            return {}
+        joined = ",".join(ids)
+        rows = _as_list(self._call("GET", "/order/items", params={"ids": joined}), "/order/items")
+        versions: dict[str, dict[str, Any]] = {}
+        found = _as_list(
+            self._call("GET", "/orderVersion/ldeps", params={"masterids": joined}),
+            "/orderVersion/ldeps",
+        )
+        for v in sorted(found, key=lambda v: v["id"]):
+            versions[str(v["orderId"])] = v  # the latest version wins
+        own: dict[str, list[dict[str, Any]]] = {}
+        for f in _as_list(
+            self._call("GET", "/fill/ldeps", params={"masterids": joined}), "/fill/ldeps"
+        ):
+            if f.get("active", True):
+                own.setdefault(str(f["orderId"]), []).append(f)
+        self._learn_client_ids(set(ids))
+        out = {}
+        for r in rows:
+            oid, v = str(r["id"]), versions.get(str(r["id"]))
+            if v is None:
+                raise BrokerError(f"Tradovate has no version of order {oid}")
+            order_type = _TYPES.get(str(v.get("orderType")))
+            if order_type is None:
+                raise BrokerError(f"order {oid} has an unknown type {v.get('orderType')!r}")
+            qty = sum(int(f["qty"]) for f in own.get(oid, []))
+            value = sum(int(f["qty"]) * float(f["price"]) for f in own.get(oid, []))
+            price = v.get("stopPrice") if order_type is OrderType.STOP else v.get("price")
+            client_id, role = self._known.get(oid, ("", OrderRole.ENTRY))
+            out[oid] = Order(
+                order_id=oid,
+                client_id=client_id,
+                symbol=self._contract_name(int(r["contractId"])),
+                side=Side(r["action"]),
+                qty=int(v["orderQty"]),
+                order_type=order_type,
+                role=role,
+                price=None if price is None else float(price),
+                status=_STATUS.get(str(r.get("ordStatus")), OrderStatus.WORKING),
+                filled_qty=qty,
+                avg_fill_price=value / qty if qty else 0.0,
+                parent_id=str(r["parentId"]) if r.get("parentId") is not None else None,
+                oco_id=str(r["ocoId"]) if r.get("ocoId") is not None else None,
+                ts_ns=_ns(_parse_time(str(r["timestamp"]))),
+            )
+        return out
+
+    def _learn_client_ids(self, order_ids: set[str]) -> None:
+        """Client ids (and so roles) of orders this client did not place, e.g. before a
+        restart: each order's `New` command carries its clOrdId. Looked up once."""
+        unknown = sorted(i for i in order_ids if i not in self._known)
+        if not unknown:
+            return
+        commands = _as_list(
+            self._call("GET", "/command/ldeps", params={"masterids": ",".join(unknown)}),
+            "/command/ldeps",
+        )
+        sent = {
+            str(c["orderId"]): str(c["clOrdId"])
+            for c in commands
+            if c.get("commandType") == "New" and c.get("clOrdId")
+        }
+        for oid in unknown:
+            client_id = sent.get(oid, "")
+            self._known[oid] = (client_id, role_of_client_id(client_id))
 
     # -- plumbing ---------------------------------------------------------------------
 

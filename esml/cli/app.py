@@ -15,11 +15,16 @@ from esml.alpha.xgb import train_direction_model
 from esml.cli import data_cmd, sim_cmd
 from esml.config import ConfigError, EsmlConfig, load_config
 from esml.data.dbn import DataFileError, main_instrument, read_mbo
+from esml.engine.ablation import default_variants, run_ablation
 from esml.engine.session import SessionResult, progress_bar, report_path, run_session
+from esml.evaluation.ablation import html_section as ablation_html
+from esml.evaluation.ablation import rich_tables as ablation_tables
+from esml.evaluation.ablation import to_markdown as ablation_markdown
 from esml.evaluation.metrics import metrics_table
 from esml.evaluation.report import write_report
 from esml.features.streaming import FEATURE_NAMES, FEATURE_VERSION
 from esml.journal.sqlite import SQLiteJournal
+from esml.sim.queue_reactive import generate_day
 from esml.sim.synthetic import DEFAULT_START_NS, generate_session
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -31,6 +36,7 @@ DEFAULT_ES_FILE = Path("data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
 DEMO_TRAIN_SEEDS = (11, 12, 13, 14, 15, 16)
 DEMO_REPLAY_SEED = 99
 DAY_NS = 86_400 * 1_000_000_000
+ABLATE_SYNTHETIC_DAY = "2024-03-05"
 
 
 def _config(path: Path | None) -> EsmlConfig:
@@ -156,6 +162,44 @@ def demo(
     for r in results:
         _show(r, out)
     console.print(f"journal: {journal_path}")
+
+
+@app.command()
+def ablate(
+    data: Path = typer.Option(DEFAULT_ES_FILE, "--data", help="a Databento MBO file"),
+    model: Path | None = typer.Option(None, help="model directory (default: the config's)"),
+    synthetic_hours: float = typer.Option(
+        0.0, help="instead of --data: this many hours of a SYNTHETIC queue-reactive ES day"
+    ),
+    config: Path | None = typer.Option(None, help="esml TOML config"),
+    out: Path = typer.Option(Path("runs/ablate"), help="report folder"),
+) -> None:
+    """The same events through every configuration: the model with all gates and with the
+    risk limits only, and each rule strategy; one table, one funnel, deterministic."""
+    cfg = _config(config)
+    if synthetic_hours > 0:
+        ev = generate_day(DEMO_REPLAY_SEED, ABLATE_SYNTHETIC_DAY, start="08:30",
+                          hours=synthetic_hours)  # fmt: skip
+        name = f"SYNTHETIC {synthetic_hours:g} h"
+    else:
+        ev, name = _events(data), data.name
+    variants = default_variants(cfg, _load_model(model or cfg.model_dir))
+    with progress_bar() as bar:
+        task = bar.add_task(f"ablation on {name}", total=len(variants))
+        runs = []
+        for v in variants:
+            runs += run_ablation(ev, [v], name=name)
+            bar.advance(task)
+    results, funnel = ablation_tables(runs)
+    console.print(results)
+    console.print(funnel)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation.md").write_text(ablation_markdown(runs))
+    page = ablation_html(runs, include_plotlyjs=True)
+    (out / "ablation.html").write_text(
+        f"<!doctype html><meta charset='utf-8'><title>esml ablation: {name}</title>{page}"
+    )
+    console.print(f"tables: {out / 'ablation.md'}, {out / 'ablation.html'}")
 
 
 def main() -> None:

@@ -310,26 +310,31 @@ class GateStack:
             timedelta(minutes=news.before_min),
             timedelta(minutes=news.after_min),
         )
-        return cls(
-            [
-                TradingStateGate(),
-                SessionGate(),
-                TimeOfDayGate.parse(risk.blocked_ct),
-                news_gate,
-                StaleDataGate(risk.max_data_age_s),
-                MaxSpreadGate(),
-                VolatilityHaltGate(risk.max_volatility_ticks),
-                AgreementGate(),
-                ConfidenceGate(risk.min_confidence),
-                ExpectedMoveGate(round_trip, instrument.tick_value, risk.min_edge_over_costs),
-                CooldownGate(),
-                MaxPositionGate(risk.max_position),
-                DailyLossGate(risk.max_daily_loss),
-                DrawdownBreakerGate(risk.max_drawdown),
-                LossStreakGate(risk.loss_streak, risk.loss_streak_size),
-            ],
-            dict(risk.budgets),
-        )
+        gates: list[Gate] = [
+            TradingStateGate(),
+            SessionGate(),
+            TimeOfDayGate.parse(risk.blocked_ct),
+            news_gate,
+            StaleDataGate(risk.max_data_age_s),
+            MaxSpreadGate(),
+            VolatilityHaltGate(risk.max_volatility_ticks),
+            AgreementGate(),
+            ConfidenceGate(risk.min_confidence),
+            ExpectedMoveGate(round_trip, instrument.tick_value, risk.min_edge_over_costs),
+            CooldownGate(),
+            MaxPositionGate(risk.max_position),
+            DailyLossGate(risk.max_daily_loss),
+            DrawdownBreakerGate(risk.max_drawdown),
+            LossStreakGate(risk.loss_streak, risk.loss_streak_size),
+        ]
+        names = [g.name for g in gates]
+        unknown = set(risk.gates_off) - set(names)
+        if unknown or "trading_state" in risk.gates_off:
+            raise ValueError(
+                f"gates_off: {sorted(unknown) or ['trading_state']} cannot be turned off; "
+                f"choose from {names[1:]}"
+            )
+        return cls([g for g in gates if g.name not in risk.gates_off], dict(risk.budgets))
 
     def budget_at(self, ts_ns: int) -> SessionBudget:
         """The budget of the segment `ts_ns` falls in (RTH's while the market is closed, so

@@ -1,9 +1,11 @@
 """The engine: one path for every event, the same object in backtest, paper and live.
 
-Events go through the compiled kernel (book, features) until a decision time, a time
-exit or a possible fill is due; only then does Python run: the model, the gate stack,
-execution and the journal. A replay hands the engine whole arrays, the live loop hands
-it small chunks as they arrive; `on_events` cannot tell the difference.
+Events go through the compiled kernel (book, features, the exchange simulator's matching)
+until a decision time or an exchange report the strategy must see is due; only then does
+Python run: the strategy, the gate stack and sizing (`Trader`), the position manager
+(entries with their OCO brackets, trailing, time and flip exits) and the journal. A replay
+hands the engine whole arrays, the live loop hands it small chunks as they arrive;
+`on_events` cannot tell the difference.
 """
 
 from __future__ import annotations
@@ -13,19 +15,33 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from esml.alpha.model import AlphaModel
-from esml.broker.base import OrderRejected
+from esml.alpha.strategy import ModelStrategy, Strategy
 from esml.broker.paper import PaperBroker
 from esml.config import EsmlConfig
 from esml.data.book import BookState, l2_levels
 from esml.decision.gates import GateStack
-from esml.decision.proposal import AccountState, Proposal
-from esml.execution.orders import BracketSpec, OrderIntent, Side, client_order_id
+from esml.decision.proposal import AccountState
+from esml.decision.protections import note_entry, record_round_trip
+from esml.engine.trader import Decision, Trader
+from esml.execution.manager import PositionManager
 from esml.features.batch import decision_ok, next_decision
-from esml.features.kernel import DECISION, END, ERROR, TRIGGER, advance, touch
+from esml.features.kernel import (
+    DECISION,
+    END,
+    ERROR,
+    FULL,
+    PER_EVENT_FEATURES,
+    UPDATE,
+    advance_exchange,
+    touch,
+)
 from esml.features.streaming import DEPTH_LEVELS, N_FEATURES, FeatureState, compute, ready
 from esml.journal.base import DecisionRecord, Journal, SignalRecord
 from esml.market.calendar import trading_day
 from esml.market.instruments import PRICE_SCALE
+from esml.sim.exchange import ExchangeConfig
+
+SETTLE_ATTEMPTS = 3  # end of data: flatten, settle, and again if a fill was still on its way
 
 
 @dataclass
@@ -43,30 +59,38 @@ class Engine:
     def __init__(
         self,
         cfg: EsmlConfig,
-        model: AlphaModel,
+        strategy: Strategy | AlphaModel,
         journal: Journal,
         account: AccountState,
         *,
         symbol: str | None = None,
         source: str = "model",
+        exchange: ExchangeConfig | None = None,
     ) -> None:
         self.cfg = cfg
         self.instrument = cfg.instrument_spec
         self.symbol = symbol or cfg.instrument
-        self.model = model
+        if isinstance(strategy, AlphaModel):
+            strategy = ModelStrategy(strategy)
+        self.strategy = strategy
         self.journal = journal
         self.account = account
         self.source = source
-        self.gates = GateStack.from_config(cfg.risk)
+        fee = cfg.execution.commission_per_side
+        self.gates = GateStack.from_config(cfg.risk, self.instrument, fee)
+        self.trader = Trader(cfg, strategy, self.gates)
         self.book = BookState.new(self.instrument.tick_fixed)
         self.features = FeatureState()
-        self.broker = PaperBroker(self.instrument, self.book, cfg.execution.commission_per_side)
+        self.broker = PaperBroker(self.instrument, self.book, exchange or cfg.paper_exchange)
+        self.manager = PositionManager(
+            self.symbol, self.broker, journal, cfg.execution.exits,
+            instrument=self.instrument, source=source,
+        )  # fmt: skip
         self.stats = EngineStats()
         self._interval_ns = round(cfg.features.decision_interval_s * 1e9)
-        self._exit_after_ns = round(cfg.execution.time_exit_s * 1e9)
         self._until: int | None = None
-        self._entry_ts: int | None = None
-        self._cash = 0.0  # cash flow of today's fills and the open position's, net of costs
+        self._last_event_ns = 0
+        self._trip_cash = 0.0  # cash flow of the open round trip, net of costs
         self._row = np.zeros(N_FEATURES, np.float32)
         self._depth = np.zeros((DEPTH_LEVELS, 4), np.int64)
 
@@ -75,126 +99,131 @@ class Engine:
         """Feed a chunk of events (any size, in order)."""
         if len(ev) == 0:
             return
+        self.broker.observe(ev)
         if self._until is None:
             self._until = (int(ev["ts_recv"][0]) // self._interval_ns) * self._interval_ns
         i, n = 0, len(ev)
-        arrays = self.book.arrays
-        fs = self.features
+        book, fs = self.book, self.features
         while i < n:
-            lo, hi = self.broker.trigger_levels()
             due = self._until
-            if self._entry_ts is not None:
-                due = min(due, self._entry_ts + self._exit_after_ns)
-            j, why = advance(ev, i, *arrays, fs.s, fs.ring, due, lo, hi)
+            j, why = advance_exchange(ev, i, *book.arrays, book.o_seq, fs.s, fs.ring,
+                                      PER_EVENT_FEATURES, due,
+                                      *self.broker.exchange.arrays)  # fmt: skip
             self.stats.events += j - i
+            if j > i:
+                self._last_event_ns = int(ev["ts_recv"][j - 1])
             i = j
-            if why == ERROR:
-                self.book.check(f" at record {i} of this chunk")
-            if why == TRIGGER:
-                self.broker.now_ns = int(ev["ts_recv"][i - 1])
-                self.broker.on_trade(int(ev["price"][i - 1]))
-                self._journal_broker_updates()
+            if why == UPDATE:
+                self.broker.now_ns = self.broker.next_update_ns
+                self._take_broker_updates()
             elif why == DECISION:
                 self._decide(due)
-                if due == self._until:
-                    self._until = int(next_decision(due, int(ev["ts_recv"][i]), self._interval_ns))
+                self._until = int(next_decision(due, int(ev["ts_recv"][i]), self._interval_ns))
+            elif why == FULL:
+                self.broker.exchange.make_room()
+            elif why == ERROR:
+                self.book.check(f" at record {i} of this chunk")
             elif why == END:
                 return
+
+    def finish(self, ts: int, reason: str = "end of data") -> None:
+        """The data has ended at `ts`: close what is open at the last book, carry out every
+        request still on its way and journal it all, so nothing is left hanging."""
+        self.broker.now_ns = max(self.broker.now_ns, ts)
+        for _ in range(SETTLE_ATTEMPTS):
+            self.broker.settle()
+            self._take_broker_updates()
+            if not self._exposed():
+                return
+            self.flatten(ts, reason)
+        self.broker.settle()
+        self._take_broker_updates()
+
+    def flatten(self, ts: int, reason: str) -> None:
+        """Close everything at market now (end of data, a halt), through the manager, so
+        every order it sends is journaled like any other."""
+        self.broker.now_ns = max(self.broker.now_ns, ts)
+        self.manager.now_ns = max(self.manager.now_ns, ts)
+        self.manager.close(reason)
+        self._take_broker_updates()
 
     # --- decision points -------------------------------------------------------------
     def _decide(self, ts: int) -> None:
         self.broker.now_ns = ts
         day = trading_day(ts)
         if day != self.account.trading_day:
-            # what was realised belongs to the old day; an open position's flows carry over
-            self._cash -= self.account.realized_pnl
-            self.account.roll_to(day)
-        pos = self.broker.position(self.symbol)
-        if pos != 0 and self._entry_ts is not None and ts - self._entry_ts >= self._exit_after_ns:
-            self.flatten(ts, "time exit")
-            return
-        if pos != 0 or ts != self._until:
-            return
+            self.account.roll_to(day)  # an open trip counts, whole, for the day it closes in
         meta, bid_qty, ask_qty = self.book.meta, self.book.bid_qty, self.book.ask_qty
         bp, bs, ap, as_ = touch(meta, bid_qty, ask_qty)
+        if not decision_ok(bp, bs, ap, as_):
+            return
+        bid, ask = bp / PRICE_SCALE, ap / PRICE_SCALE
+        mid = 0.5 * (bid + ask)
+        self.manager.on_market(ts, bid, ask, mid)  # trailing, time exits, timeouts
+        self._take_broker_updates()
         fs = self.features
-        if not (ready(fs.s, ts) and decision_ok(bp, bs, ap, as_)):
+        if not ready(fs.s, ts):
             return
         self.stats.decisions += 1
-        self.stats.mids.append((ts, 0.5 * (bp + ap) / PRICE_SCALE))
+        self.stats.mids.append((ts, mid))
         l2_levels(meta, bid_qty, ask_qty, self._depth)
-        tick = self.instrument.tick_fixed
-        compute(fs.s, fs.ring, ts, bp, ap, bs, as_, self._depth, tick, self._row)
-        p_down, p_flat, p_up = self.model.predict_one(self._row)
-        side = Side.BUY if p_up >= p_down else Side.SELL
-        confidence = max(p_up, p_down)
-        self.stats.signals += 1
-        self.journal.record_signal(
-            SignalRecord(
-                ts, self.symbol, self.source, p_down, p_flat, p_up, confidence, self.model.name
-            )
-        )
-        qty = self.cfg.execution.contracts
-        proposal = Proposal(self.symbol, side, qty, self.source, ts, confidence)
-        self.account.position = pos
-        verdict = self.gates.evaluate(proposal, self.account)
-        self.journal.record_decision(
-            DecisionRecord(
-                ts, self.symbol, self.source, side.value, qty, verdict.approved, verdict.gate,
-                verdict.reason,
-            )
-        )
-        if verdict.approved:
-            self._enter(ts, side, qty)
-
-    def _enter(self, ts: int, side: Side, qty: int) -> None:
-        ex = self.cfg.execution
-        intent = OrderIntent(
-            client_id=client_order_id(self.source, self.symbol, ts, side.value),
-            symbol=self.symbol,
-            side=side,
-            qty=qty,
-            bracket=BracketSpec(ex.stop_ticks, ex.target_ticks),
-            reason="model signal",
-            ts_ns=ts,
-        )
-        try:
-            self.broker.place(intent)
-        except OrderRejected as e:
-            self.stats.rejected_by_broker += 1
-            self._journal_broker_updates()
-            self.journal.record_decision(
-                DecisionRecord(
-                    ts, self.symbol, "broker", side.value, qty, False, "broker", e.reason
-                )
-            )
+        compute(fs.s, fs.ring, ts, bp, ap, bs, as_, self._depth, self.instrument.tick_fixed,
+                self._row)  # fmt: skip
+        self.account.position = self.manager.position
+        d = self.trader.decide(ts, self._row, (bp, bs, ap, as_), self.account,
+                               self._last_event_ns)  # fmt: skip
+        if d.signal is None:
             return
-        self.stats.orders += 1
-        self._entry_ts = ts
-        self._journal_broker_updates()
+        self._journal_decision(ts, d)
+        if d.signal.side is None and not d.signal.exit_position:
+            return
+        budget = d.budget or self.gates.budget_at(ts)
+        outcome = self.manager.on_signal(
+            d.signal, d.qty, d.signal.stop_ticks or budget.stop_ticks,
+            d.signal.target_ticks or budget.target_ticks, ts,
+            horizon_s=self.cfg.features.horizon_s,
+        )  # fmt: skip
+        if outcome.action in ("entry", "add"):
+            self.stats.orders += 1
+            note_entry(self.account, ts)
+        elif outcome.action == "rejected":
+            self.stats.rejected_by_broker += 1
+        self._take_broker_updates()
 
-    def flatten(self, ts: int, reason: str) -> None:
-        try:
-            self.broker.flatten(self.symbol, client_order_id("exit", self.symbol, ts), reason)
-        except OrderRejected as e:
-            self.journal.record_decision(
-                DecisionRecord(ts, self.symbol, "broker", "exit", 0, False, "broker", e.reason)
-            )
-        self._journal_broker_updates()
+    def _journal_decision(self, ts: int, d: Decision) -> None:
+        s = d.signal
+        assert s is not None
+        self.stats.signals += 1
+        record = SignalRecord(
+            ts, self.symbol, s.source, s.p_down, s.p_flat, s.p_up, s.confidence, self.strategy.name
+        )
+        self.journal.record_signal(record)
+        if d.verdict is None or s.side is None:
+            return
+        approved, gate, reason = d.verdict.approved, d.verdict.gate, d.verdict.reason
+        if approved and d.qty == 0 and d.sizing is not None:
+            approved, gate, reason = False, "sizing", d.sizing.reason
+        decision = DecisionRecord(
+            ts, self.symbol, s.source, s.side.value, d.qty, approved, gate, reason
+        )
+        self.journal.record_decision(decision)
 
-    def _journal_broker_updates(self) -> None:
-        """Journal every order transition and fill the broker made, then update the account."""
+    def _exposed(self) -> bool:
+        return self.broker.position(self.symbol) != 0 or bool(
+            self.broker.working_orders(self.symbol)
+        )
+
+    def _take_broker_updates(self) -> None:
+        """Hand the broker's news to the position manager (which journals every order
+        transition and each fill once), then book closed round trips into the account."""
         orders, fills = self.broker.take_updates()
-        for o in orders:
-            self.journal.record_order(o)
+        if not orders and not fills:
+            return
         pv = self.instrument.point_value
-        for f in fills:
-            if not self.journal.record_fill(f):
-                continue
+        for f in self.manager.on_updates(orders, fills):
             self.stats.fills += 1
-            self._cash += -f.side.sign * f.qty * f.price * pv - f.commission
-        pos = self.broker.position(self.symbol)
-        self.account.position = pos
-        if pos == 0 and fills:
-            self._entry_ts = None
-            self.account.realized_pnl = self._cash
+            self._trip_cash += -f.side.sign * f.qty * f.price * pv - f.commission
+        self.account.position = self.manager.position
+        if self.manager.position == 0 and self._trip_cash != 0.0:
+            record_round_trip(self.account, self._trip_cash, self.broker.now_ns, self.cfg.risk)
+            self._trip_cash = 0.0

@@ -4,6 +4,7 @@ collect what a person wants to see."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class SessionResult:
     metrics: Metrics
     prices: tuple[np.ndarray, np.ndarray]  # decision-time mids
     gate_rejections: dict[str, int]
+    funnel: list[tuple[str, int]]  # proposals, then how many are left after each gate
 
 
 def run_session(
@@ -43,6 +45,7 @@ def run_session(
     speed: float | None = None,
     progress: Progress | None = None,
 ) -> SessionResult:
+    """Replay `events` through the live loop (chunks of event time, paced at `speed`)."""
     if len(events) == 0:
         raise ValueError(f"{name}: no events to replay")
     account = AccountState(trading_day(int(events["ts_recv"][0])))
@@ -54,11 +57,18 @@ def run_session(
             progress.advance(task, n)
 
     asyncio.run(run_live(engine, paced(events, speed=speed), advance_bar))
+    first, last = int(events["ts_recv"][0]), int(events["ts_recv"][-1])
     # a position still open when the data ends is closed at the last book, as a person would
-    last_ts = int(events["ts_recv"][-1])
-    if engine.broker.position(engine.symbol) != 0:
-        engine.flatten(last_ts, "end of data")
-    rts = round_trips(engine.broker.fills(), cfg.instrument_spec)
+    engine.finish(last)
+    return session_result(name, engine, is_synthetic(events), [first, last])
+
+
+def session_result(name: str, engine: Engine, synthetic: bool,
+                   span_ns: Sequence[int]) -> SessionResult:  # fmt: skip
+    """What a finished engine traded, measured. `span_ns`: the times the data covers (its
+    first and last event, of each day when there are several), so the daily Sharpe counts
+    flat days and time in market is a share of the whole period."""
+    rts = round_trips(engine.broker.fills(), engine.cfg.instrument_spec)
     mids = engine.stats.mids
     prices = (
         np.array([m[0] for m in mids], np.int64),
@@ -66,13 +76,22 @@ def run_session(
     )
     return SessionResult(
         name=name,
-        synthetic=is_synthetic(events),
+        synthetic=synthetic,
         stats=engine.stats,
         round_trips=rts,
-        metrics=compute_metrics(rts),
+        metrics=compute_metrics(rts, _closed_equity(rts, span_ns)),
         prices=prices,
         gate_rejections=dict(engine.gates.rejections),
+        funnel=engine.gates.funnel(),
     )
+
+
+def _closed_equity(rts: Sequence[RoundTrip], span_ns: Sequence[int]) -> tuple[np.ndarray, ...]:
+    """Net closed-trade equity at each exit and at each point of the span, in time order."""
+    ts = np.array([*span_ns, *(rt.exit_ts_ns for rt in rts)], np.int64)
+    step = np.array([0.0] * len(span_ns) + [rt.net_pnl for rt in rts])
+    order = np.argsort(ts, kind="stable")
+    return ts[order], np.cumsum(step[order])
 
 
 def progress_bar() -> Progress:

@@ -33,6 +33,8 @@ class OrderType(enum.StrEnum):
 class OrderStatus(enum.StrEnum):
     PENDING = "Pending"  # sent, not yet acknowledged
     WORKING = "Working"
+    PARTIALLY_FILLED = "PartiallyFilled"  # working, some filled
+    CANCEL_PENDING = "CancelPending"  # cancel sent, not yet confirmed (fills may still come)
     FILLED = "Filled"
     CANCELLED = "Canceled"
     REJECTED = "Rejected"

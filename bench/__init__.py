@@ -1,0 +1,1 @@
+"""`make bench`: throughput of esml's per-event path, measured on this machine."""
