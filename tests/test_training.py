@@ -1,5 +1,7 @@
-"""training/train.py end to end: SageMaker-style on real CME ES MBO data, locally on
-SYNTHETIC simulator sessions, and the errors that must leave nothing behind."""
+"""training/ end to end: train.py SageMaker-style on real CME ES MBO data and locally on
+SYNTHETIC simulator sessions; the whole stack as one bundle (complete manifests, the same
+models from the same seeds, the atomic swap of the champion); and the errors that must
+leave nothing behind."""
 
 from __future__ import annotations
 
@@ -12,22 +14,37 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
-from esml.alpha.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
+from esml.alpha.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    ModelFileError,
+    ModelManifest,
+    file_sha256,
+)
 from esml.alpha.model import OnnxAlphaModel
+from esml.alpha.regime import RegimeConfig
+from esml.alpha.sequence_model import OnnxSequenceModel
+from esml.alpha.torch_train import TrainParams
 from esml.alpha.xgb import XGBParams, train_direction_model
 from esml.config import EsmlConfig
 from esml.data.dbn import main_instrument, read_mbo
 from esml.features.dataset import build_dataset, events_sha256
-from esml.sim.synthetic import generate_session
+from esml.features.sequences import TICK
+from esml.features.streaming import FEATURE_NAMES, FEATURE_VERSION
+from esml.sim.synthetic import DEFAULT_START_NS, generate_session
+from training import registry
+from training.manifests import EnsembleManifest, RegimeManifest, load_json
+from training.stack import StackParams, train_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "training" / "train.py"
 DATA = Path(os.environ.get("ESML_DATA_DIR", ROOT.parent / "shared" / "data")) / "cme-es"
 REAL_MBO = DATA / "esh4-glbx-mdp3-20231225.mbo.dbn.zst"  # 1 h of ESH4, 2023-12-25
 REAL_TRADES = DATA / "futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"
-SMALL = ["--n_estimators", "60", "--n-folds", "2", "--max_depth", "3"]
+SMALL = ["--n_estimators", "60", "--n-folds", "2", "--max_depth", "3", "--n_jobs", "1"]
 
 needs_real_data = pytest.mark.skipif(
     not (REAL_MBO.exists() and REAL_TRADES.exists()), reason=f"real ES data not under {DATA}"
@@ -132,7 +149,7 @@ def test_bad_input_exits_with_a_clear_error_and_writes_nothing(tmp_path, capsys)
 
 def test_retraining_replaces_model_and_manifest_together(tmp_path):
     out, cfg = tmp_path / "model", EsmlConfig()
-    params = XGBParams(n_estimators=40, n_folds=0)
+    params = XGBParams(n_estimators=40, n_folds=0, n_jobs=1)
     first = train_direction_model(
         [generate_session(1, duration_s=1800)], cfg, out, synthetic=True, params=params
     )
@@ -142,3 +159,189 @@ def test_retraining_replaces_model_and_manifest_together(tmp_path):
     assert ModelManifest.load(out) == second and second.folds == []
     assert first.data_sha256 != second.data_sha256
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST_FILE, MODEL_FILE]  # no temp files
+
+
+# ---------------------------------------------------------------------------- the stack
+
+TINY = StackParams(
+    models=("trees", "tick_lstm", "regime", "ensemble"),
+    trees=XGBParams(n_estimators=20, n_folds=1, n_jobs=1),
+    nets=TrainParams(epochs=1, max_batches_per_epoch=2, n_folds=1, threads=1),
+    regime=RegimeConfig(tree_count=10, mlp_max_iter=30, mlp_hidden=8),
+    regime_folds=1,
+    n_boot=100,
+)
+DAY_NS = 86_400 * 10**9
+
+
+@pytest.fixture(scope="module")
+def sessions() -> dict[str, np.ndarray]:
+    """Two SYNTHETIC 40-minute sessions on consecutive days."""
+    return {
+        f"synthetic-seed-{seed}": generate_session(
+            seed, start_ns=DEFAULT_START_NS + day * DAY_NS, duration_s=2400
+        )
+        for day, seed in enumerate((1, 2))
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(sessions, tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return train_stack(sessions, EsmlConfig(), root, synthetic=True, params=TINY)
+
+
+def test_stack_bundle_is_the_champion_and_every_manifest_is_complete(stack, sessions):
+    root = stack.path.parent
+    assert registry.champion(root) == stack.path
+    assert (root / registry.CHAMPION_FILE).read_text() == stack.path.name + "\n"
+    m = registry.load_bundle(stack.path)
+    assert m == stack.manifest
+    assert [x.kind for x in m.members] == ["trees", "tick_lstm", "regime", "ensemble"]
+    assert m.synthetic_training_data and m.training_time_s > 0 and m.seed == TINY.seed
+    assert m.data_sha256 == {n: events_sha256(ev) for n, ev in sessions.items()}
+    assert m.feature_names == list(FEATURE_NAMES) and m.feature_version == FEATURE_VERSION
+    # the components saw only the events before the cutoff
+    before = {n: events_sha256(ev[ev["ts_recv"] < m.cutoff_ns]) for n, ev in sessions.items()}
+
+    trees = OnnxAlphaModel.load(
+        stack.path / "trees", feature_names=FEATURE_NAMES, feature_version=FEATURE_VERSION
+    ).manifest
+    tick = OnnxSequenceModel.load(
+        stack.path / "tick_lstm", window_name=TICK.name, window_version=TICK.version
+    ).manifest
+    regime = load_json(RegimeManifest, stack.path / "regime" / MANIFEST_FILE)
+    for member in (trees, tick, regime):
+        assert member.synthetic_training_data and member.training_time_s > 0
+        assert member.data_sha256 == before
+        assert len(member.folds) == 1
+    assert trees.hyperparameters["random_state"] == TINY.seed
+    assert tick.hyperparameters["seed"] == TINY.seed and tick.onnx_parity_max_abs <= 1e-5
+    assert regime.feature_names == list(FEATURE_NAMES) and regime.classes == [
+        "none",
+        "trend",
+        "range",
+    ]
+    session = ort.InferenceSession(str(stack.path / "regime" / MODEL_FILE))
+    proba = session.run(["probabilities"], {"features": np.zeros((2, 77), np.float32)})[0]
+    assert proba.shape == (2, 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
+
+    ens = stack.ensemble
+    assert ens == load_json(EnsembleManifest, stack.path / "ensemble" / "ensemble.json")
+    assert {x.name: x.onnx_sha256 for x in ens.members} == {
+        "trees": trees.onnx_sha256,
+        "tick_lstm": tick.onnx_sha256,
+    }
+    assert ens.config.weights == {"tick_lstm": 1.0, "trees": 2.0}
+    assert ens.calibrator is not None and ens.calibrator.method == "isotonic"
+    h = ens.held_out
+    assert m.cutoff_ns < ens.calibration_first_ts_ns
+    assert ens.calibration_last_ts_ns + 20 * 10**9 < h.first_ts_ns
+    assert set(h.metrics) == {"accuracy", "macro_f1", "log_loss", "brier"}
+    assert set(h.baselines) == {"majority", "persistence", "ofi_logistic"}
+    assert len(h.verdicts) == 3 and all("the ensemble" in v for v in h.verdicts)
+
+
+def test_the_same_seeds_train_the_same_models(stack, sessions, tmp_path):
+    again = train_stack(sessions, EsmlConfig(), tmp_path, synthetic=True, params=TINY)
+
+    def onnx_shas(path: Path) -> dict[str, str]:
+        return {d: file_sha256(path / d / MODEL_FILE) for d in ("trees", "tick_lstm", "regime")}
+
+    assert onnx_shas(again.path) == onnx_shas(stack.path)
+    assert again.ensemble.calibrator == stack.ensemble.calibrator
+    assert again.ensemble.held_out == stack.ensemble.held_out
+    assert again.manifest.cutoff_ns == stack.manifest.cutoff_ns
+
+
+def _stage_copy(bundle: Path, root: Path) -> Path:
+    staged = registry.staging_dir(root, "copy")
+    shutil.rmtree(staged)
+    shutil.copytree(bundle, staged)
+    return staged
+
+
+def test_publishing_swaps_the_champion_atomically_and_keeps_the_newest(stack, tmp_path):
+    root = tmp_path / "models"
+    first = registry.publish(_stage_copy(stack.path, root), root, "b1", keep=2)
+    second = registry.publish(_stage_copy(stack.path, root), root, "b2", keep=2)
+    assert registry.champion(root) == second and registry.load_bundle(first)  # old one intact
+    third = registry.publish(_stage_copy(stack.path, root), root, "b3", keep=2)
+    assert registry.champion(root) == third
+    assert sorted(p.name for p in root.iterdir()) == ["b2", "b3", registry.CHAMPION_FILE]
+
+    staged = _stage_copy(stack.path, root)
+    with pytest.raises(FileExistsError):  # a published bundle is never overwritten
+        registry.publish(staged, root, "b2")
+    tampered = staged / "trees" / MANIFEST_FILE
+    tampered.write_text(
+        tampered.read_text().replace(
+            '"synthetic_training_data": true', '"synthetic_training_data": false'
+        )
+    )
+    with pytest.raises(ModelFileError, match="modified after training"):
+        registry.publish(staged, root, "b4")
+    assert registry.champion(root) == third and not (root / "b4").exists()
+    registry.discard(staged)
+    assert sorted(p.name for p in root.iterdir()) == ["b2", "b3", registry.CHAMPION_FILE]
+
+
+def test_a_failed_training_run_leaves_the_champion_and_no_partial_bundle(
+    stack, sessions, tmp_path, monkeypatch
+):
+    root = tmp_path / "models"
+    published = registry.publish(_stage_copy(stack.path, root), root, "good")
+    before = sorted(p.name for p in root.iterdir())
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("the net diverged")
+
+    monkeypatch.setattr("training.stack.train_sequence_model", boom)
+    with pytest.raises(RuntimeError, match="diverged"):
+        train_stack(sessions, EsmlConfig(), root, synthetic=True, params=TINY)
+    assert sorted(p.name for p in root.iterdir()) == before  # no .tmp-* left behind
+    assert registry.champion(root) == published
+    (root / registry.CHAMPION_FILE).write_text("../elsewhere\n")
+    with pytest.raises(ModelFileError, match="not a bundle name"):
+        registry.champion(root)
+
+
+def test_undeclared_synthetic_stack_is_refused_before_any_work(sessions, tmp_path):
+    with pytest.raises(ValueError, match="synthetic; pass synthetic=True"):
+        train_stack(sessions, EsmlConfig(), tmp_path / "m", synthetic=False, params=TINY)
+    assert not (tmp_path / "m").exists()
+
+
+@needs_real_data
+def test_stack_command_on_the_real_es_file(tmp_path, capsys):
+    train = load_train_module()
+    root = tmp_path / "models"
+    argv = [
+        "--stack",
+        "--data",
+        str(REAL_MBO),
+        "--out",
+        str(root),
+        "--models",
+        "trees,tick_lstm,bar_lstm,ensemble",
+        "--n_estimators",
+        "20",
+        "--n_folds",
+        "1",
+        "--net-epochs",
+        "1",
+        "--net-max-batches-per-epoch",
+        "1",
+        "--net-n-folds",
+        "0",
+    ]
+    assert train.main(argv) == 0
+    out = capsys.readouterr()
+    assert "heldout:ensemble_log_loss=" in out.out
+    m = registry.load_bundle(registry.champion(root))
+    assert not m.synthetic_training_data
+    assert [x.kind for x in m.members] == ["trees", "tick_lstm", "ensemble"]
+    assert "bar_lstm" in m.left_out and "window is ready on 0%" in m.left_out["bar_lstm"]
+    assert train.main([*argv[:5], "--models", "trees,lasers"]) == 2
+    assert "unknown ['lasers']" in capsys.readouterr().err
+    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []

@@ -7,6 +7,14 @@ goes to `SM_MODEL_DIR` and the metrics to `SM_OUTPUT_DATA_DIR`; hyper-parameters
     python training/train.py --data FILE_OR_DIR [--data ...] --out DIR
     python training/train.py --synthetic-days 5 --seed 7 --out DIR   # SYNTHETIC sessions
     python training/train.py --local --out DIR   # no data given: 5 SYNTHETIC sessions
+
+With --stack, the whole stack (trees, tick LSTM, bar LSTM, DeepLOB, regime classifier,
+ensemble) is trained into one bundle under --out, which becomes the `champion`
+(training/stack.py, training/registry.py); SYNTHETIC days then come from the
+queue-reactive simulator:
+
+    python training/train.py --stack --data FILE --out models
+    python training/train.py --stack --local --synthetic-days 3 --keep 1 --out models
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import databento_dbn as dbn
 import numpy as np
@@ -25,13 +35,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from esml.alpha.manifest import ModelManifest
+from esml.alpha.torch_train import TrainParams
 from esml.alpha.xgb import XGBParams, train_direction_model
 from esml.config import EsmlConfig, FeatureConfig, load_config
 from esml.data.dbn import DataFileError, main_instrument, open_dbn, read_mbo
 from esml.market.instruments import instrument_for
 from esml.sim.synthetic import DEFAULT_START_NS, generate_session
 
+if TYPE_CHECKING:
+    from training.stack import StackResult
+
+if __package__ in (None, ""):  # run as a script: make the `training` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 DEFAULT_LOCAL_DAYS = 5
+DEFAULT_STACK_START = "2024-03-04"
 DBN_SUFFIXES = (".dbn", ".dbn.zst")
 _DAY_NS = 86_400 * 1_000_000_000
 console = Console(stderr=True, soft_wrap=True)
@@ -72,10 +90,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         _add_both(p, key, field.annotation, "feature config override")
     for key, field in XGBParams.model_fields.items():
         _add_both(p, key, field.annotation, f"hyper-parameter (default {field.default})")
+    stack = p.add_argument_group("--stack: the whole model stack as one champion bundle")
+    stack.add_argument("--stack", action="store_true", help="train every model into a bundle")
+    stack.add_argument(
+        "--models",
+        help="comma-separated subset of trees,tick_lstm,bar_lstm,deeplob,regime,ensemble",
+    )
+    stack.add_argument("--keep", type=int, default=2, help="bundles kept under --out (>= 1)")
+    stack.add_argument(
+        "--synthetic-start", default=DEFAULT_STACK_START, help="first SYNTHETIC trade date"
+    )
+    stack.add_argument(
+        "--synthetic-hours",
+        type=float,
+        default=3.5,
+        help="hours of each SYNTHETIC day from 07:30 CT (the first hour warms up minute bars)",
+    )
+    for key, field in TrainParams.model_fields.items():
+        _add_both(stack, f"net_{key}", field.annotation, f"nets: {key} (default varies)")
     return p.parse_args(argv)
 
 
-def _add_both(p: argparse.ArgumentParser, key: str, kind: object, help_: str) -> None:
+def _add_both(p: argparse._ActionsContainer, key: str, kind: object, help_: str) -> None:
     """SageMaker passes `--key value` with the key as written: accept `_` and `-` spellings."""
     dashed = key.replace("_", "-")
     flags = [f"--{key}"] + ([f"--{dashed}"] if dashed != key else [])
@@ -213,33 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> ModelManifest:
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> ModelManifest | StackResult:
     out = args.out or (Path(env["SM_MODEL_DIR"]) if "SM_MODEL_DIR" in env else None)
     if out is None:
         raise ValueError("no output directory: pass --out DIR or set SM_MODEL_DIR")
     cfg, params = resolve_config(args)
-    data = list(args.data)
-    if not data and args.synthetic_days is None and "SM_CHANNEL_TRAIN" in env:
-        data = [Path(env["SM_CHANNEL_TRAIN"])]
-    days = args.synthetic_days
-    if data and days is not None:
-        raise ValueError("pass --data or --synthetic-days, not both")
-    if not data and days is None:
-        if not args.local:
-            raise ValueError(
-                "no training data: pass --data, --synthetic-days or set "
-                "SM_CHANNEL_TRAIN (or --local for synthetic sessions)"
-            )
-        days = DEFAULT_LOCAL_DAYS
-        console.print(f"no --data given: training on {days} SYNTHETIC sessions")
+    if args.stack:
+        return run_stack(args, env, cfg, out)
+    data, days = _training_data(args, env)
     synthetic = days is not None
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with _progress() as progress:
         if synthetic:
             sources = synthetic_sources(days, args.seed, args.session_s, cfg, progress)
         else:
@@ -257,6 +276,105 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> ModelManifest:
     if "SM_OUTPUT_DATA_DIR" in env:
         write_metrics(manifest, Path(env["SM_OUTPUT_DATA_DIR"]))
     return manifest
+
+
+def _training_data(
+    args: argparse.Namespace, env: Mapping[str, str]
+) -> tuple[list[Path], int | None]:
+    """(data paths, synthetic days): exactly one of them, from the flags or SageMaker."""
+    data = list(args.data)
+    if not data and args.synthetic_days is None and "SM_CHANNEL_TRAIN" in env:
+        data = [Path(env["SM_CHANNEL_TRAIN"])]
+    days = args.synthetic_days
+    if data and days is not None:
+        raise ValueError("pass --data or --synthetic-days, not both")
+    if not data and days is None:
+        if not args.local:
+            raise ValueError(
+                "no training data: pass --data, --synthetic-days or set "
+                "SM_CHANNEL_TRAIN (or --local for synthetic sessions)"
+            )
+        days = DEFAULT_LOCAL_DAYS
+        console.print(f"no --data given: training on {days} SYNTHETIC sessions")
+    return data, days
+
+
+def run_stack(
+    args: argparse.Namespace, env: Mapping[str, str], cfg: EsmlConfig, out: Path
+) -> StackResult:
+    """Every model of the stack into one bundle under `out`, published as the champion."""
+    from esml.evaluation.datasets import synthetic_es_dataset
+    from training.stack import STACK_MODELS, StackParams, train_stack
+
+    if args.keep < 1:
+        raise ValueError(f"--keep must be >= 1, got {args.keep}")
+    nets = {k: getattr(args, f"opt_net_{k}") for k in TrainParams.model_fields}
+    base = StackParams()
+    given = {k: getattr(args, f"opt_{k}") for k in XGBParams.model_fields}
+    fields: dict[str, object] = {
+        "trees": XGBParams(
+            **{**base.trees.model_dump(), **{k: v for k, v in given.items() if v is not None}}
+        ),
+        "nets": TrainParams(
+            **{**base.nets.model_dump(), **{k: v for k, v in nets.items() if v is not None}}
+        ),
+        "seed": args.seed,
+    }
+    if args.models:
+        fields["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        unknown = sorted(set(fields["models"]) - set(STACK_MODELS))
+        if unknown:
+            raise ValueError(f"--models: unknown {unknown}; choose from {list(STACK_MODELS)}")
+    params = StackParams(**fields)
+    data, days = _training_data(args, env)
+    with _progress() as progress:
+        if days is not None:
+            start = date.fromisoformat(args.synthetic_start)
+            ds = synthetic_es_dataset(args.seed, days, start, hours=args.synthetic_hours)
+            sources = {s.name: s.events for s in ds.sources}
+        else:
+            sources = read_sources(dbn_files(data), cfg, progress)
+        result = train_stack(
+            sources,
+            cfg,
+            out,
+            synthetic=days is not None,
+            params=params,
+            keep=args.keep,
+            progress=progress,
+        )
+    report_stack(result)
+    if "SM_OUTPUT_DATA_DIR" in env:
+        path = Path(env["SM_OUTPUT_DATA_DIR"]) / "bundle.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(result.manifest.model_dump_json(indent=2) + "\n")
+    return result
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def report_stack(result: StackResult) -> None:
+    m = result.manifest
+    label = " (SYNTHETIC training data)" if m.synthetic_training_data else ""
+    console.print(f"champion {m.version} → {result.path}{label}")
+    for kind, why in m.left_out.items():
+        console.print(f"  {kind}: {why}")
+    if result.ensemble is not None:
+        h = result.ensemble.held_out
+        print(
+            "; ".join(f"heldout:ensemble_{k}={v.value:.4f}" for k, v in h.metrics.items())
+            + f"; heldout:rows={h.rows};"
+        )
+        for line in h.verdicts:
+            console.print(f"  {line}")
 
 
 def report(manifest: ModelManifest, out: Path) -> None:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from esml.alpha.model import OnnxAlphaModel
 from esml.alpha.xgb import train_direction_model
-from esml.cli import data_cmd, sim_cmd
+from esml.cli import data_cmd, sim_cmd, train_cmd
 from esml.config import ConfigError, EsmlConfig, load_config
 from esml.data.dbn import DataFileError, main_instrument, read_mbo
 from esml.engine.ablation import default_variants, run_ablation
@@ -30,6 +30,8 @@ from esml.sim.synthetic import DEFAULT_START_NS, generate_session
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(sim_cmd.app, name="sim")
+app.add_typer(train_cmd.train_app, name="train")
+app.add_typer(train_cmd.evaluate_app, name="evaluate")
 console = Console(soft_wrap=True)
 
 DEFAULT_ES_FILE = Path("data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
