@@ -74,9 +74,9 @@ def _show(result: SessionResult, out_dir: Path) -> Path:
     funnel.add_column("stage")
     funnel.add_column("count", justify="right")
     funnel.add_row("events", f"{result.stats.events:,}")
-    funnel.add_row("model signals", f"{result.stats.signals:,}")
-    for gate, n in sorted(result.gate_rejections.items()):
-        funnel.add_row(f"  rejected by {gate}", f"{n:,}")
+    funnel.add_row("signals", f"{result.stats.signals:,}")
+    for stage, n in result.funnel:  # in gate order: what is still alive after each
+        funnel.add_row(f"  after {stage}" if stage != "proposals" else "proposals", f"{n:,}")
     funnel.add_row("orders", f"{result.stats.orders:,}")
     funnel.add_row("fills", f"{result.stats.fills:,}")
     console.print(funnel)
@@ -100,6 +100,8 @@ def _show(result: SessionResult, out_dir: Path) -> Path:
         synthetic=result.synthetic,
         notes=[f"{result.stats.decisions:,} decision points, {result.stats.orders:,} orders, "
                f"{result.stats.fills:,} fills"],
+        levels=result.levels,
+        funnel=result.funnel,
     )
     console.print(f"report: [link=file://{path.resolve()}]{path}[/link]")
     return path

@@ -17,6 +17,7 @@ from esml.decision.proposal import AccountState
 from esml.engine.engine import Engine, EngineStats
 from esml.engine.live import paced, run_live
 from esml.evaluation.metrics import Metrics, compute_metrics
+from esml.evaluation.report import TradeLevels, levels_from_orders
 from esml.evaluation.trades import RoundTrip, round_trips
 from esml.journal.base import Journal
 from esml.market.calendar import trading_day
@@ -33,6 +34,7 @@ class SessionResult:
     prices: tuple[np.ndarray, np.ndarray]  # decision-time mids
     gate_rejections: dict[str, int]
     funnel: list[tuple[str, int]]  # proposals, then how many are left after each gate
+    levels: list[TradeLevels]  # each entry's stop and target, for the report
 
 
 def run_session(
@@ -83,6 +85,7 @@ def session_result(name: str, engine: Engine, synthetic: bool,
         prices=prices,
         gate_rejections=dict(engine.gates.rejections),
         funnel=engine.gates.funnel(),
+        levels=levels_from_orders(engine.journal.orders(), engine.journal.fills()),
     )
 
 
