@@ -51,7 +51,10 @@ async def serve() -> None:
     log.info("SYNTHETIC source: seed %d, %d events; model %s", seed, len(events), model.name)
     with SQLiteJournal(journal_path) as journal:
         engine = Engine(cfg, model, journal, AccountState(trading_day(int(events["ts_recv"][0]))))
-        await run_live(engine, paced(events, speed=1.0))
+        try:
+            await run_live(engine, paced(events, speed=1.0))
+        finally:  # the data ended or ECS is stopping the task: leave nothing open
+            engine.finish(engine.last_event_ns, "session over")
     log.info("session over: %s", engine.stats)
 
 

@@ -89,7 +89,7 @@ class Engine:
         self.stats = EngineStats()
         self._interval_ns = round(cfg.features.decision_interval_s * 1e9)
         self._until: int | None = None
-        self._last_event_ns = 0
+        self.last_event_ns = 0
         self._trip_cash = 0.0  # cash flow of the open round trip, net of costs
         self._row = np.zeros(N_FEATURES, np.float32)
         self._depth = np.zeros((DEPTH_LEVELS, 4), np.int64)
@@ -111,7 +111,7 @@ class Engine:
                                       *self.broker.exchange.arrays)  # fmt: skip
             self.stats.events += j - i
             if j > i:
-                self._last_event_ns = int(ev["ts_recv"][j - 1])
+                self.last_event_ns = int(ev["ts_recv"][j - 1])
             i = j
             if why == UPDATE:
                 self.broker.now_ns = self.broker.next_update_ns
@@ -171,7 +171,7 @@ class Engine:
                 self._row)  # fmt: skip
         self.account.position = self.manager.position
         d = self.trader.decide(ts, self._row, (bp, bs, ap, as_), self.account,
-                               self._last_event_ns)  # fmt: skip
+                               self.last_event_ns)  # fmt: skip
         if d.signal is None:
             return
         self._journal_decision(ts, d)
