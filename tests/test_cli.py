@@ -39,3 +39,13 @@ def test_a_bad_config_is_refused(tmp_path) -> None:
     r = runner.invoke(app, ["backtest", "--data", str(ES_FILE), "--config", str(cfg)])
     assert r.exit_code == 2
     assert "max_position" in r.output
+
+
+def test_the_demo_replays_its_synthetic_session_while_the_market_is_open() -> None:
+    """A session stamped on a weekend would meet a closed market at every gate."""
+    from esml.cli.app import DAY_NS, DEMO_REPLAY_DAY
+    from esml.market.calendar import is_open
+    from esml.sim.synthetic import DEFAULT_START_NS
+
+    start = DEFAULT_START_NS + DEMO_REPLAY_DAY * DAY_NS
+    assert is_open(start) and is_open(start + 3600 * 10**9)

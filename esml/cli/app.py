@@ -37,6 +37,7 @@ console = Console(soft_wrap=True)
 DEFAULT_ES_FILE = Path("data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
 DEMO_TRAIN_SEEDS = (11, 12, 13, 14, 15, 16)
 DEMO_REPLAY_SEED = 99
+DEMO_REPLAY_DAY = 7  # Monday 2024-03-11, RTH: after every training day, and the market is open
 DAY_NS = 86_400 * 1_000_000_000
 ABLATE_SYNTHETIC_DAY = "2024-03-05"
 
@@ -157,7 +158,7 @@ def demo(
     replay = [
         ("real ES MBO 2023-12-25", _events(es_file)),
         ("synthetic session", generate_session(
-            DEMO_REPLAY_SEED, start_ns=DEFAULT_START_NS + len(DEMO_TRAIN_SEEDS) * DAY_NS,
+            DEMO_REPLAY_SEED, start_ns=DEFAULT_START_NS + DEMO_REPLAY_DAY * DAY_NS,
             duration_s=3600)),
     ]
     with progress_bar() as bar, SQLiteJournal(journal_path) as journal:
