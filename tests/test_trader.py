@@ -83,13 +83,10 @@ def test_the_shipped_model_decides_on_real_features(frame) -> None:
     cfg = load_config(risk={"min_confidence": 0.0})
     trader = Trader(cfg, ModelStrategy(model), GateStack.from_config(cfg.risk))
     acct = AccountState("2023-12-26")
-    sides = set()
     for i in range(0, len(frame.ts_ns), 60):
         ts = int(frame.ts_ns[i])
         d = trader.decide(ts, frame.X[i], _touch(frame.mid[i]), acct, ts)
         p = d.signal
         assert p.confidence == max(p.p_up, p.p_down)
         assert np.isclose(p.p_up + p.p_flat + p.p_down, 1.0, atol=1e-5)
-        sides.add(p.side)
     assert trader.signals == len(range(0, len(frame.ts_ns), 60))
-    assert sides <= {Side.BUY, Side.SELL}

@@ -177,12 +177,10 @@ class Engine:
         self._journal_decision(ts, d)
         if d.signal.side is None and not d.signal.exit_position:
             return
-        budget = d.budget or self.gates.budget_at(ts)
         outcome = self.manager.on_signal(
-            d.signal, d.qty, d.signal.stop_ticks or budget.stop_ticks,
-            d.signal.target_ticks or budget.target_ticks, ts,
+            d.signal, d.qty, d.stop_ticks, d.target_ticks, ts,
             horizon_s=self.cfg.features.horizon_s,
-        )  # fmt: skip
+        )
         if outcome.action in ("entry", "add"):
             self.stats.orders += 1
             note_entry(self.account, ts)

@@ -70,11 +70,11 @@ class Trader:
         if signal is None:
             return Decision(None)
         self.signals += 1
-        if signal.side is None:
-            return Decision(signal)
         budget = self.gates.budget_at(ts_ns)
-        stop = signal.stop_ticks or budget.stop_ticks
-        target = signal.target_ticks or budget.target_ticks
+        if signal.side is None:
+            return Decision(signal, budget=budget)
+        bracket = Decision(signal, budget=budget)
+        stop, target = bracket.stop_ticks, bracket.target_ticks
         p_side = signal.p_up if signal.side.sign > 0 else signal.p_down
         p_against = signal.p_down if signal.side.sign > 0 else signal.p_up
         has_probs = signal.p_up + signal.p_down + signal.p_flat > 0
