@@ -19,7 +19,13 @@ from esml.engine.engine import Engine
 from esml.features.bars import minute_bar_features
 from esml.features.batch import batch_features, decision_ok, next_decision
 from esml.features.clock import TIME_FEATURE_NAMES, time_features
-from esml.features.kernel import END, NO_TRIGGER_HI, NO_TRIGGER_LO, advance, touch
+from esml.features.kernel import (
+    END,
+    PER_EVENT_FEATURES,
+    advance_exchange,
+    idle_exchange,
+    touch,
+)
 from esml.features.labels import DOWN, FLAT, UP, direction_labels
 from esml.features.streaming import (
     DEPTH_LEVELS,
@@ -84,7 +90,7 @@ def _kernel_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The engine's loop over live chunks: advance to each decision time, compute when
     ready. Every `skip_every`-th decision is skipped, as an engine holding a position does."""
-    book, fs = BookState.new(TICK), FeatureState()
+    book, fs, exchange = BookState.new(TICK), FeatureState(), idle_exchange()
     depth, row = np.zeros((DEPTH_LEVELS, 4), np.int64), np.zeros(N_FEATURES, np.float32)
     until, seen, ts_out, rows = None, 0, [], []
     start = 0
@@ -95,8 +101,8 @@ def _kernel_rows(
             until = (int(ev["ts_recv"][0]) // NS) * NS
         i = 0
         while i < len(ev):
-            i, why = advance(ev, i, *book.arrays, fs.s, fs.ring, until, NO_TRIGGER_LO,
-                             NO_TRIGGER_HI)  # fmt: skip
+            i, why = advance_exchange(ev, i, *book.arrays, book.o_seq, fs.s, fs.ring,
+                                      PER_EVENT_FEATURES, until, *exchange)  # fmt: skip
             if why == END:
                 break
             bp, bs, ap, as_ = touch(book.meta, book.bid_qty, book.ask_qty)

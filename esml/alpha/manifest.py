@@ -14,7 +14,7 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -38,6 +38,63 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class VerifiedManifest(_Strict):
+    """What every model directory's manifest.json does, whatever the model: a timezone-aware
+    `created_at` kept in UTC, and the sha256 of the model.onnx beside it, checked when the
+    manifest is written and again when it is loaded.
+
+    Subclasses declare `created_at` and `onnx_sha256` themselves, so each keeps its own
+    field order in the JSON (bundles already written hash their manifest files).
+    """
+
+    if TYPE_CHECKING:
+        created_at: datetime
+        onnx_sha256: str
+
+    @field_validator("created_at", check_fields=False)
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("created_at must carry a timezone (UTC)")
+        return v.astimezone(UTC)
+
+    def save(self, model_dir: Path) -> Path:
+        """Write manifest.json atomically, after checking it describes the onnx file beside it."""
+        model_dir = Path(model_dir)
+        actual = file_sha256(model_dir / MODEL_FILE)
+        if actual != self.onnx_sha256:
+            raise ModelFileError(
+                f"{model_dir / MODEL_FILE}: sha256 {actual} does not match the manifest's "
+                f"onnx_sha256 {self.onnx_sha256}; refusing to write a manifest for another file"
+            )
+        path = model_dir / MANIFEST_FILE
+        write_atomic(path, (self.model_dump_json(indent=2) + "\n").encode())
+        return path
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Self:
+        """Read and validate manifest.json and verify the onnx file's sha256 against it."""
+        path = Path(model_dir) / MANIFEST_FILE
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError as e:
+            raise ModelFileError(f"{path}: manifest not found") from e
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelFileError(f"{path}: unreadable manifest: {e}") from e
+        try:
+            manifest = cls.model_validate(raw)
+        except ValidationError as e:
+            raise ModelFileError(f"{path}: invalid manifest:\n{e}") from e
+        onnx_path = Path(model_dir) / MODEL_FILE
+        actual = file_sha256(onnx_path)
+        if actual != manifest.onnx_sha256:
+            raise ModelFileError(
+                f"{onnx_path}: sha256 {actual} differs from {manifest.onnx_sha256} recorded in "
+                f"{path}; the model file was modified or replaced after training"
+            )
+        return manifest
+
+
 class ClassificationMetrics(_Strict):
     """Out-of-sample scores of one evaluation block, beside the naive baselines they must beat.
 
@@ -59,7 +116,7 @@ class ClassificationMetrics(_Strict):
     train_rows: int = Field(ge=1)
 
 
-class ModelManifest(_Strict):
+class ModelManifest(VerifiedManifest):
     name: str = Field(min_length=1)
     kind: Literal["xgboost"] = "xgboost"
     version: str = Field(min_length=1)
@@ -89,49 +146,6 @@ class ModelManifest(_Strict):
             raise ValueError(f"duplicate feature names: {dupes}")
         return v
 
-    @field_validator("created_at")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("created_at must carry a timezone (UTC)")
-        return v.astimezone(UTC)
-
-    def save(self, model_dir: Path) -> Path:
-        """Write manifest.json atomically, after checking it describes the onnx file beside it."""
-        model_dir = Path(model_dir)
-        actual = file_sha256(model_dir / MODEL_FILE)
-        if actual != self.onnx_sha256:
-            raise ModelFileError(
-                f"{model_dir / MODEL_FILE}: sha256 {actual} does not match the manifest's "
-                f"onnx_sha256 {self.onnx_sha256}; refusing to write a manifest for another file"
-            )
-        path = model_dir / MANIFEST_FILE
-        write_atomic(path, (self.model_dump_json(indent=2) + "\n").encode())
-        return path
-
-    @classmethod
-    def load(cls, model_dir: Path) -> ModelManifest:
-        """Read and validate manifest.json and verify the onnx file's sha256 against it."""
-        path = Path(model_dir) / MANIFEST_FILE
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError as e:
-            raise ModelFileError(f"{path}: manifest not found") from e
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelFileError(f"{path}: unreadable manifest: {e}") from e
-        try:
-            manifest = cls.model_validate(raw)
-        except ValidationError as e:
-            raise ModelFileError(f"{path}: invalid manifest:\n{e}") from e
-        onnx_path = Path(model_dir) / MODEL_FILE
-        actual = file_sha256(onnx_path)
-        if actual != manifest.onnx_sha256:
-            raise ModelFileError(
-                f"{onnx_path}: sha256 {actual} differs from {manifest.onnx_sha256} recorded in "
-                f"{path}; the model file was modified or replaced after training"
-            )
-        return manifest
-
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -151,6 +165,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it private; a model is for every reader
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

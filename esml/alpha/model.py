@@ -79,18 +79,7 @@ class OnnxAlphaModel:
                 f"{model_dir}: model features are version {manifest.feature_version!r}, "
                 f"the caller's are {feature_version!r}"
             )
-        path = model_dir / MODEL_FILE
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ModelFileError(f"{path}: not a loadable ONNX model: {e}") from e
-        _check_signature(session, path, len(manifest.feature_names))
+        session = open_session(model_dir / MODEL_FILE, (len(manifest.feature_names),))
         return cls(session, manifest)
 
     @property
@@ -141,12 +130,25 @@ def check_features(
         )
 
 
-def _check_signature(session: ort.InferenceSession, path: Path, n_features: int) -> None:
+def open_session(path: Path, input_shape: tuple[int, ...]) -> ort.InferenceSession:
+    """One single-threaded onnxruntime session (the engine's loop is the only caller), its
+    input [N, *input_shape] and its 3-class output checked before anything is served."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelFileError(f"{path}: not a loadable ONNX model: {e}") from e
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    ok = len(inputs) == 1 and inputs[0].name == INPUT_NAME and len(inputs[0].shape) == 2
-    if not ok or inputs[0].shape[1] != n_features:
+    shape = ", ".join(str(d) for d in input_shape)
+    ok = len(inputs) == 1 and inputs[0].name == INPUT_NAME
+    if not ok or tuple(inputs[0].shape[1:]) != input_shape:
         raise ModelFileError(
-            f"{path}: expected one input {INPUT_NAME!r} of shape [N, {n_features}], got "
+            f"{path}: expected one input {INPUT_NAME!r} of shape [N, {shape}], got "
             f"{[(i.name, i.shape) for i in inputs]}"
         )
     out = {o.name: o.shape for o in outputs}
@@ -154,3 +156,4 @@ def _check_signature(session: ort.InferenceSession, path: Path, n_features: int)
         raise ModelFileError(
             f"{path}: expected output {OUTPUT_NAME!r} of shape [N, {len(CLASSES)}], got {out}"
         )
+    return session

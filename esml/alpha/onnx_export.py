@@ -10,6 +10,7 @@ the booster's own probabilities before it is returned, so a format change fails 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -20,7 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 from esml.alpha.manifest import INPUT_NAME, OUTPUT_NAME
 
 PARITY_TOLERANCE = 1e-5
-_BRANCH_LT = 1  # TreeEnsemble nodes_modes: XGBoost goes left when x < split_condition
+# TreeEnsemble nodes_modes: the true branch is taken when x <= split (LightGBM's rule) or
+# when x < split (XGBoost's: it goes left when x < split_condition)
+BRANCH_LEQ, BRANCH_LT = 0, 1
 _SUPPORTED_OBJECTIVES = ("multi:softprob", "multi:softmax")
 
 
@@ -49,12 +52,35 @@ def booster_to_onnx(booster: xgb.Booster, n_features: int) -> onnx.ModelProto:
     if not nodes.roots:
         raise OnnxExportError("the booster has no trees")
     base = _base_margin(params["base_score"], n_classes)
-    return _graph(nodes, base, n_features, n_classes)
+    return tree_ensemble_model(
+        nodes,
+        n_features,
+        n_classes,
+        mode=BRANCH_LT,
+        base_margin=base,
+        graph_name="xgboost_direction",
+        producer="esml.alpha.onnx_export",
+    )
 
 
 def export_onnx(booster: xgb.Booster, n_features: int, check_rows: np.ndarray) -> bytes:
     """Serialised ONNX model, verified on `check_rows` against `booster.predict`."""
     model = booster_to_onnx(booster, n_features)
+    return checked_bytes(
+        model, n_features, check_rows, lambda rows: booster.predict(xgb.DMatrix(rows)), "XGBoost"
+    )
+
+
+def checked_bytes(
+    model: onnx.ModelProto,
+    n_features: int,
+    check_rows: np.ndarray,
+    predict: Callable[[np.ndarray], np.ndarray],
+    library: str,
+) -> bytes:
+    """`model` serialised, once onnx's checker passes it and onnxruntime's probabilities on
+    `check_rows` agree with `predict` (the training library's own) within PARITY_TOLERANCE:
+    no export is written that serves other numbers than the ones that were scored."""
     onnx.checker.check_model(model, full_check=True)
     data = model.SerializeToString()
     rows = np.ascontiguousarray(check_rows, dtype=np.float32)
@@ -62,11 +88,10 @@ def export_onnx(booster: xgb.Booster, n_features: int, check_rows: np.ndarray) -
         raise OnnxExportError(f"check_rows must be a non-empty [n, {n_features}] array")
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT_NAME], {INPUT_NAME: rows})[0]
-    want = booster.predict(xgb.DMatrix(rows))
-    worst = float(np.max(np.abs(got - want)))
+    worst = float(np.max(np.abs(got - predict(rows))))
     if not worst <= PARITY_TOLERANCE:
         raise OnnxExportError(
-            f"ONNX probabilities differ from XGBoost's by up to {worst:.3g} "
+            f"ONNX probabilities differ from {library}'s by up to {worst:.3g} "
             f"(tolerance {PARITY_TOLERANCE}); the export is wrong and was not written"
         )
     return data
@@ -84,8 +109,9 @@ def _base_margin(raw: str, n_classes: int) -> np.ndarray:
     return base
 
 
-class _Nodes:
-    """TreeEnsemble's flat arrays: interior nodes and leaves listed separately."""
+class TreeArrays:
+    """TreeEnsemble's flat arrays: interior nodes and leaves listed separately. A
+    subclass reads one library's trees into them."""
 
     def __init__(self) -> None:
         self.roots: list[int] = []
@@ -99,6 +125,34 @@ class _Nodes:
         self.leaf_target: list[int] = []
         self.leaf_weight: list[float] = []
 
+    def leaf(self, target: int, weight: float) -> int:
+        """Index of a new leaf adding `weight` to class `target`'s margin."""
+        self.leaf_target.append(target)
+        self.leaf_weight.append(weight)
+        return len(self.leaf_weight) - 1
+
+    def interior(
+        self,
+        feature: int,
+        split: float,
+        missing_true: int,
+        true: tuple[int, int],
+        false: tuple[int, int],
+    ) -> int:
+        """Index of a new interior node; each branch is (index, 1 if a leaf else 0)."""
+        self.feature.append(feature)
+        self.split.append(split)
+        self.missing_true.append(missing_true)
+        self.true_id.append(true[0])
+        self.true_leaf.append(true[1])
+        self.false_id.append(false[0])
+        self.false_leaf.append(false[1])
+        return len(self.feature) - 1
+
+
+class _Nodes(TreeArrays):
+    """XGBoost's JSON trees as TreeEnsemble arrays."""
+
     def add_tree(self, tree: dict, target: int) -> None:
         if int(tree["tree_param"]["size_leaf_vector"]) > 1:
             raise OnnxExportError("vector-leaf trees (multi_strategy) are not supported")
@@ -107,7 +161,7 @@ class _Nodes:
         if tree["left_children"][0] == -1:
             # a single-leaf tree: one interior node whose both branches reach the leaf
             leaf = self._leaf(tree, 0, target)
-            self.roots.append(self._interior(0, 0.0, 1, (leaf, 1), (leaf, 1)))
+            self.roots.append(self.interior(0, 0.0, 1, (leaf, 1), (leaf, 1)))
             return
         self.roots.append(self._subtree(tree, 0, target))
 
@@ -119,7 +173,7 @@ class _Nodes:
                 branches.append((self._leaf(tree, child, target), 1))
             else:
                 branches.append((self._subtree(tree, child, target), 0))
-        return self._interior(
+        return self.interior(
             int(tree["split_indices"][node]),
             float(tree["split_conditions"][node]),
             int(tree["default_left"][node]),
@@ -128,45 +182,40 @@ class _Nodes:
         )
 
     def _leaf(self, tree: dict, node: int, target: int) -> int:
-        self.leaf_target.append(target)
-        self.leaf_weight.append(float(tree["split_conditions"][node]))  # leaf value lives here
-        return len(self.leaf_weight) - 1
-
-    def _interior(
-        self,
-        feature: int,
-        split: float,
-        missing_left: int,
-        true: tuple[int, int],
-        false: tuple[int, int],
-    ) -> int:
-        self.feature.append(feature)
-        self.split.append(split)
-        self.missing_true.append(missing_left)
-        self.true_id.append(true[0])
-        self.true_leaf.append(true[1])
-        self.false_id.append(false[0])
-        self.false_leaf.append(false[1])
-        return len(self.feature) - 1
+        return self.leaf(target, float(tree["split_conditions"][node]))  # leaf value lives here
 
 
-def _graph(nodes: _Nodes, base: np.ndarray, n_features: int, n_classes: int) -> onnx.ModelProto:
+def tree_ensemble_model(
+    nodes: TreeArrays,
+    n_features: int,
+    n_classes: int,
+    *,
+    mode: int,
+    graph_name: str,
+    producer: str,
+    base_margin: np.ndarray | None = None,
+) -> onnx.ModelProto:
+    """The served signature over a tree ensemble: float32 "features" [N, n_features] →
+    summed per-class margins (+ `base_margin`, when the library has one) → Softmax →
+    "probabilities" [N, n_classes]. `mode` is BRANCH_LT or BRANCH_LEQ for every node."""
+
     def f32(name: str, values: list[float] | np.ndarray) -> TensorProto:
         return numpy_helper.from_array(np.asarray(values, dtype=np.float32), name)
 
+    tree_out = "margins" if base_margin is None else "tree_margins"
     trees = helper.make_node(
         "TreeEnsemble",
         [INPUT_NAME],
-        ["tree_margins"],
+        [tree_out],
         domain="ai.onnx.ml",
         n_targets=n_classes,
         aggregate_function=1,  # SUM
-        post_transform=0,  # NONE: the base margin is added before the softmax
+        post_transform=0,  # NONE: any base margin is added, then the softmax is its own node
         tree_roots=nodes.roots,
         nodes_featureids=nodes.feature,
         nodes_splits=f32("nodes_splits", nodes.split),
         nodes_modes=numpy_helper.from_array(
-            np.full(len(nodes.feature), _BRANCH_LT, dtype=np.uint8), "nodes_modes"
+            np.full(len(nodes.feature), mode, dtype=np.uint8), "nodes_modes"
         ),
         nodes_missing_value_tracks_true=nodes.missing_true,
         nodes_truenodeids=nodes.true_id,
@@ -176,18 +225,22 @@ def _graph(nodes: _Nodes, base: np.ndarray, n_features: int, n_classes: int) -> 
         leaf_targetids=nodes.leaf_target,
         leaf_weights=f32("leaf_weights", nodes.leaf_weight),
     )
-    add_base = helper.make_node("Add", ["tree_margins", "base_margin"], ["margins"])
-    softmax = helper.make_node("Softmax", ["margins"], [OUTPUT_NAME], axis=1)
+    graph_nodes = [trees]
+    initializer = []
+    if base_margin is not None:
+        graph_nodes.append(helper.make_node("Add", [tree_out, "base_margin"], ["margins"]))
+        initializer.append(f32("base_margin", base_margin))
+    graph_nodes.append(helper.make_node("Softmax", ["margins"], [OUTPUT_NAME], axis=1))
     graph = helper.make_graph(
-        [trees, add_base, softmax],
-        "xgboost_direction",
+        graph_nodes,
+        graph_name,
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, n_features])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, n_classes])],
-        initializer=[f32("base_margin", base)],
+        initializer=initializer,
     )
     return helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)],
         ir_version=10,
-        producer_name="esml.alpha.onnx_export",
+        producer_name=producer,
     )

@@ -8,36 +8,30 @@ builder differs, as the tree model refuses another feature list.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from esml.alpha.manifest import (
     CLASSES,
     INPUT_NAME,
-    MANIFEST_FILE,
     MODEL_FILE,
     OUTPUT_NAME,
     ClassificationMetrics,
-    ModelFileError,
     Sha256,
-    file_sha256,
-    write_atomic,
+    VerifiedManifest,
 )
-from esml.alpha.model import FeatureMismatchError
+from esml.alpha.model import FeatureMismatchError, open_session
 
 
-class SequenceManifest(BaseModel):
+class SequenceManifest(VerifiedManifest):
     """manifest.json of a neural model; written last, after model.onnx, like the trees'."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
     kind: Literal["tick_lstm", "deeplob", "bar_lstm"]
@@ -74,52 +68,9 @@ class SequenceManifest(BaseModel):
             raise ValueError(f"duplicate step field names in {v}")
         return v
 
-    @field_validator("created_at")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("created_at must carry a timezone (UTC)")
-        return v.astimezone(UTC)
-
     @property
     def window_shape(self) -> tuple[int, int]:
         return self.window_steps, len(self.step_names)
-
-    def save(self, model_dir: Path) -> Path:
-        """Write manifest.json atomically, after checking it describes the onnx file beside it."""
-        model_dir = Path(model_dir)
-        actual = file_sha256(model_dir / MODEL_FILE)
-        if actual != self.onnx_sha256:
-            raise ModelFileError(
-                f"{model_dir / MODEL_FILE}: sha256 {actual} does not match the manifest's "
-                f"onnx_sha256 {self.onnx_sha256}; refusing to write a manifest for another file"
-            )
-        path = model_dir / MANIFEST_FILE
-        write_atomic(path, (self.model_dump_json(indent=2) + "\n").encode())
-        return path
-
-    @classmethod
-    def load(cls, model_dir: Path) -> SequenceManifest:
-        """Read and validate manifest.json and verify the onnx file's sha256 against it."""
-        path = Path(model_dir) / MANIFEST_FILE
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError as e:
-            raise ModelFileError(f"{path}: manifest not found") from e
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelFileError(f"{path}: unreadable manifest: {e}") from e
-        try:
-            manifest = cls.model_validate(raw)
-        except ValidationError as e:
-            raise ModelFileError(f"{path}: invalid manifest:\n{e}") from e
-        onnx_path = Path(model_dir) / MODEL_FILE
-        actual = file_sha256(onnx_path)
-        if actual != manifest.onnx_sha256:
-            raise ModelFileError(
-                f"{onnx_path}: sha256 {actual} differs from {manifest.onnx_sha256} recorded in "
-                f"{path}; the model file was modified or replaced after training"
-            )
-        return manifest
 
 
 class OnnxSequenceModel:
@@ -150,17 +101,7 @@ class OnnxSequenceModel:
         manifest = SequenceManifest.load(model_dir)
         _check_window(manifest, window_name, window_version, step_names)
         path = model_dir / MODEL_FILE
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ModelFileError(f"{path}: not a loadable ONNX model: {e}") from e
-        _check_signature(session, path, manifest.window_shape)
+        session = open_session(path, manifest.window_shape)
         return cls(session, manifest)
 
     @property
@@ -237,19 +178,4 @@ def _check_window(
         raise FeatureMismatchError(
             f"model {manifest.name!r} window fields are {manifest.step_names}, "
             f"the caller's {list(step_names)}"
-        )
-
-
-def _check_signature(session: ort.InferenceSession, path: Path, shape: tuple[int, int]) -> None:
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    ok = len(inputs) == 1 and inputs[0].name == INPUT_NAME and len(inputs[0].shape) == 3
-    if not ok or tuple(inputs[0].shape[1:]) != shape:
-        raise ModelFileError(
-            f"{path}: expected one input {INPUT_NAME!r} of shape [N, {shape[0]}, {shape[1]}], "
-            f"got {[(i.name, i.shape) for i in inputs]}"
-        )
-    out = {o.name: o.shape for o in outputs}
-    if OUTPUT_NAME not in out or out[OUTPUT_NAME][-1] != len(CLASSES):
-        raise ModelFileError(
-            f"{path}: expected output {OUTPUT_NAME!r} of shape [N, {len(CLASSES)}], got {out}"
         )

@@ -1,8 +1,9 @@
 """One-minute bar technicals over a day: the bar LSTM's input, from the streaming kernel.
 
 Why through the kernel: the rows here are the very values the streaming features carry
-(the `bar_*` columns of FEATURE_NAMES), produced by the same compiled `advance` and
-`update`, so a model trained on these bars sees live what it saw in training.
+(the `bar_*` columns of FEATURE_NAMES), produced by the engine's compiled loop
+(`advance_exchange`, over an exchange holding no order of ours) and `update`, so a model
+trained on these bars sees live what it saw in training.
 """
 
 from __future__ import annotations
@@ -12,27 +13,37 @@ from numba import njit
 
 from esml.data.book import BookState
 from esml.features.batch import check_events
-from esml.features.kernel import ERROR, NO_TRIGGER_HI, NO_TRIGGER_LO, advance
+from esml.features.kernel import ERROR, PER_EVENT_FEATURES, advance_exchange, idle_exchange
 from esml.features.layout import BAR_OUT, N_BAR_FEATURES, S_BAR_END_MIN, S_BAR_N
 from esml.features.streaming import FeatureState
 from esml.features.technicals import BAR_FEATURE_NAMES
 
-__all__ = ["BAR_FEATURE_NAMES", "minute_bar_features"]
+__all__ = ["BAR_FEATURE_NAMES", "minute_bar_features", "minute_end"]
 
 _MINUTE_NS = 60_000_000_000
 
 
+@njit(cache=True, inline="always")
+def minute_end(ts_ns):
+    """The last nanosecond of the minute holding `ts_ns`. A bar closes on the first event
+    past its minute and the next bar opens no earlier than that minute, so the events of
+    one minute close at most one bar: the kernel can run a minute per call, not a
+    timestamp, and the bar it closed is still the state's last when it returns."""
+    return (np.int64(ts_ns) // _MINUTE_NS + 1) * _MINUTE_NS - 1
+
+
 @njit(cache=True)
 def _run(ev, meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx, o_size, o_side, free,
-         fs, ring, out_end, out_x):  # fmt: skip
+         o_seq, fs, ring, out_end, out_x):  # fmt: skip
     n = len(ev)
+    xm, xo, xa, xr, xf = idle_exchange()
     i = 0
     k = 0
     while i < n:
-        # one timestamp at a time: a bar closes on the first event past its minute
-        i, why = advance(
+        i, why = advance_exchange(
             ev, i, meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx, o_size,
-            o_side, free, fs, ring, np.int64(ev[i].ts_recv), NO_TRIGGER_LO, NO_TRIGGER_HI,
+            o_side, free, o_seq, fs, ring, PER_EVENT_FEATURES, minute_end(ev[i].ts_recv),
+            xm, xo, xa, xr, xf,
         )  # fmt: skip
         if why == ERROR:
             return -1 - i
@@ -58,7 +69,7 @@ def minute_bar_features(events: np.ndarray, tick_fixed: int) -> tuple[np.ndarray
     out_x = np.zeros((cap, N_BAR_FEATURES), np.float64)
     book = BookState.new(tick_fixed)
     fs = FeatureState()
-    k = _run(events, *book.arrays, fs.s, fs.ring, out_end, out_x)
+    k = _run(events, *book.arrays, book.o_seq, fs.s, fs.ring, out_end, out_x)
     if k < 0:
         book.check(f" at record {-1 - k}")
     return out_end[:k].copy(), out_x[:k].copy()

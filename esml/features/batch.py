@@ -1,7 +1,8 @@
 """The batch executor: the streaming kernel run over a whole day, one row per decision time.
 
-It is not a second implementation: it calls the engine's `advance` and the streaming
-`compute` exactly as the live loop does, so training rows equal what the engine sees.
+It is not a second implementation: it calls the engine's `advance_exchange` (over an
+exchange holding no order of ours) and the streaming `compute` exactly as the live loop
+does, so training rows equal what the engine sees.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ import numpy as np
 from numba import njit
 
 from esml.data.book import M_TICK, BookState, l2_levels
-from esml.features.kernel import END, ERROR, NO_TRIGGER_HI, NO_TRIGGER_LO, advance, touch
+from esml.features.kernel import (
+    END,
+    ERROR,
+    PER_EVENT_FEATURES,
+    advance_exchange,
+    idle_exchange,
+    touch,
+)
 from esml.features.streaming import DEPTH_LEVELS, N_FEATURES, FeatureState, compute, ready
 from esml.market.events import MBO_DTYPE
 
@@ -42,20 +50,21 @@ def decision_ok(bp, bs, ap, as_):
 
 @njit(cache=True)
 def _run(ev, meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx, o_size, o_side, free,
-         fs, ring, interval_ns, out_ts, out_x, out_mid):  # fmt: skip
+         o_seq, fs, ring, interval_ns, out_ts, out_x, out_mid):  # fmt: skip
     n = len(ev)
     if n == 0:
         return 0
     tick = meta[M_TICK]
+    xm, xo, xa, xr, xf = idle_exchange()
     depth = np.zeros((DEPTH_LEVELS, 4), np.int64)
     row = np.zeros(N_FEATURES, np.float32)
     until = (ev[0].ts_recv // interval_ns) * interval_ns
     i = 0
     k = 0
     while True:
-        i, why = advance(
+        i, why = advance_exchange(
             ev, i, meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx, o_size,
-            o_side, free, fs, ring, until, NO_TRIGGER_LO, NO_TRIGGER_HI,
+            o_side, free, o_seq, fs, ring, PER_EVENT_FEATURES, until, xm, xo, xa, xr, xf,
         )  # fmt: skip
         if why == ERROR:
             return -1 - i
@@ -98,7 +107,7 @@ def batch_features(events: np.ndarray, tick_fixed: int, interval_s: float) -> Fe
     out_mid = np.zeros(cap, np.float64)
     book = BookState.new(tick_fixed)
     fs = FeatureState()
-    k = _run(events, *book.arrays, fs.s, fs.ring, interval_ns, out_ts, out_x, out_mid)
+    k = _run(events, *book.arrays, book.o_seq, fs.s, fs.ring, interval_ns, out_ts, out_x, out_mid)
     if k < 0:
         book.check(f" at record {-1 - k}")
     return FeatureFrame(out_ts[:k].copy(), out_x[:k].copy(), out_mid[:k].copy())

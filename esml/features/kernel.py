@@ -11,11 +11,9 @@ these is due:
 - END: the events are used up; ERROR: the book stopped (`BookState.check` says why).
 Requests of ours reaching the exchange between two events are carried out in between, on
 the book as it stands. With no order of ours active the matching is skipped. The same
-function serves replay (whole arrays) and live (small chunks as they arrive).
-
-`advance` is the same path without the exchange (book and features only) for the batch
-feature executor; it can also hand back control when a trade prints at or beyond
-`trig_lo`/`trig_hi` (TRIGGER).
+function serves replay (whole arrays) and live (small chunks as they arrive), and, over
+an `idle_exchange`, the batch executors that want the book and features alone: one loop,
+so training rows are the engine's rows by construction.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ from esml.data.book import (
     M_BEST_BID,
     M_ERROR,
     M_TICK,
-    apply_event,
     apply_event_inlined,
     apply_event_seq,
 )
@@ -37,9 +34,13 @@ from esml.features.streaming import update
 from esml.market.events import ADD, ASK, BID, MODIFY, TRADE, UNDEF_PRICE
 from esml.sim.exchange import REPORT_HEADROOM
 from esml.sim.exchange_core import (
+    NEVER,
+    O_FIELDS,
+    R_FIELDS,
     X_BUY_HI,
     X_BUY_LO,
     X_BUY_PX_HI,
+    X_FIELDS,
     X_LAST_TRADE,
     X_N_ACTIVE,
     X_N_REPORTS,
@@ -49,15 +50,13 @@ from esml.sim.exchange_core import (
     X_SELL_HI,
     X_SELL_LO,
     X_SELL_PX_LO,
+    XF_FIELDS,
     exchange_actions,
     exchange_event,
+    watch,
 )
 
-NO_TRIGGER_LO = -(1 << 62)  # trigger prices that no trade reaches: nothing is working
-NO_TRIGGER_HI = 1 << 62
-
 DECISION = 0
-TRIGGER = 1
 END = 2
 ERROR = 3
 UPDATE = 4
@@ -82,27 +81,19 @@ def touch(meta, bid_qty, ask_qty):
 
 
 @njit(cache=True)
-def advance(ev, i, meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx, o_size, o_side,
-            free, fs, ring, until_ns, trig_lo, trig_hi):  # fmt: skip
-    n = len(ev)
-    tick = meta[M_TICK]
-    while i < n:
-        e = ev[i]
-        ts = e.ts_recv
-        if ts > until_ns:
-            return i, DECISION
-        apply_event(
-            meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx, o_size, o_side, free,
-            e.action, e.side, e.price, e.size, e.order_id,
-        )  # fmt: skip
-        if meta[M_ERROR] != 0:
-            return i, ERROR
-        bp, bs, ap, as_ = touch(meta, bid_qty, ask_qty)
-        update(fs, ring, ts, e.action, e.side, e.price, e.size, bp, ap, bs, as_, tick)
-        i += 1
-        if e.action == TRADE and (e.price <= trig_lo or e.price >= trig_hi):
-            return i, TRIGGER
-    return i, END
+def idle_exchange():
+    """(xm, xo, xa, xr, xf) of an exchange holding no order of ours: over it
+    `advance_exchange` is the book and features alone, stopping only at `until_ns`, at the
+    end or on a book error (nothing is pending, nothing to report, the matching never runs).
+    Compiled, so compiled callers with fixed signatures can make one."""
+    xm = np.zeros(X_FIELDS, np.int64)
+    xm[X_NEXT_ACTION] = NEVER
+    xm[X_NEXT_VISIBLE] = NEVER
+    xo = np.zeros((0, O_FIELDS), np.int64)
+    xa = np.zeros(0, np.int64)
+    watch(xm, xo, xa)
+    xr = np.zeros((REPORT_HEADROOM, R_FIELDS), np.int64)  # just the headroom: no report comes
+    return xm, xo, xa, xr, np.zeros(XF_FIELDS, np.float64)
 
 
 @njit(cache=True, inline="always")

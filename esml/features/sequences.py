@@ -27,8 +27,14 @@ import numpy as np
 from numba import njit
 
 from esml.data.book import M_ERROR, M_TICK, BookState, apply_event, l2_levels
-from esml.features.bars import BAR_FEATURE_NAMES, minute_bar_features
-from esml.features.kernel import ERROR, NO_TRIGGER_HI, NO_TRIGGER_LO, advance, touch
+from esml.features.bars import BAR_FEATURE_NAMES, minute_bar_features, minute_end
+from esml.features.kernel import (
+    ERROR,
+    PER_EVENT_FEATURES,
+    advance_exchange,
+    idle_exchange,
+    touch,
+)
 from esml.features.layout import BAR_OUT, N_BAR_FEATURES, S_BAR_END_MIN, S_BAR_N
 from esml.features.streaming import (
     DEPTH_LEVELS,
@@ -305,13 +311,16 @@ def read_bars(b_meta, b_rows, out) -> bool:
 def feed_bars(ev, i, until_ns, meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx,
               o_size, o_side, free, fs, ring, b_meta, b_end, b_rows):  # fmt: skip
     """The engine's book and feature kernel over events with ts_recv <= until_ns, one
-    timestamp at a time, keeping each bar as it closes; the next index, or -1 - i when the
-    book rejects record i."""
+    minute at a time (`minute_end`), keeping each bar as it closes; the next index, or
+    -1 - i when the book rejects record i."""
     n = len(ev)
+    xm, xo, xa, xr, xf = idle_exchange()
+    o_seq = np.zeros(0, np.int64)  # arrival sequences are kept only while an order of ours rests
     while i < n and ev[i].ts_recv <= until_ns:
-        i, why = advance(
+        i, why = advance_exchange(
             ev, i, meta, bid_qty, ask_qty, bid_cnt, ask_cnt, keys, vals, o_idx, o_size,
-            o_side, free, fs, ring, ev[i].ts_recv, NO_TRIGGER_LO, NO_TRIGGER_HI,
+            o_side, free, o_seq, fs, ring, PER_EVENT_FEATURES,
+            min(minute_end(ev[i].ts_recv), until_ns), xm, xo, xa, xr, xf,
         )  # fmt: skip
         if why == ERROR:
             return -1 - i

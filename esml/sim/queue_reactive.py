@@ -43,8 +43,6 @@ from numba import njit
 from esml.market.calendar import CHICAGO, DAY_START, is_trading_date, session_bounds
 from esml.market.events import (
     ADD,
-    ASK,
-    BID,
     CANCEL,
     CLEAR,
     F_LAST,
@@ -58,6 +56,15 @@ from esml.market.events import (
     empty_events,
 )
 from esml.market.instruments import instrument_for
+from esml.sim.emit import (
+    N_CONTEXT_WORDS,
+    N_WRITER_WORDS,
+    W_N,
+    W_OVERFLOW,
+    emit,
+    level_price,
+    side_code,
+)
 from esml.sim.qr_params import REGIMES, QRParams, default_params
 from esml.sim.rng import below, draw, exponential, normal, uniform
 from esml.sim.synthetic import SYNTHETIC_INSTRUMENT_ID
@@ -71,19 +78,13 @@ MIN_SIDE_ORDERS = 10  # no cancel, reprice or trade thins a side below this many
 OPEN_WALK_ANCHOR = date(2000, 1, 3)  # the daily opening-price walk starts here
 OPEN_WALK_PERSISTENCE = 0.995  # AR(1) per business day: levels wander, never explode
 
-# the (imaginary) feed handler's latency, ns
-LATENCY_MIN_NS = 100_000
-LATENCY_MEAN_EXTRA_NS = 150_000
-TS_IN_DELTA_MIN_NS = 12_000
-TS_IN_DELTA_SPAN_NS = 10_000
-
 # layouts of the small arrays handed to the kernel
 (P_THETA, P_THETA_REINIT, P_PARTIAL, P_DURATION, P_DAY_OFFSET, P_TREND, P_RANGE_KAPPA,
  P_RANGE_MAX, P_SIGN_GAIN, P_LIQ_GAIN, P_SHOCK_RATE, P_SHOCK_DUR, P_SHOCK_MKT, P_SHOCK_CAN,
  P_SHOCK_ADD, P_SHOCK_THETA, P_FLOW_SD, P_FLOW_TAU) = range(18)  # fmt: skip
 N_SCALARS = 18
-C_START_NS, C_LOW_TICK, C_TICK_FIXED, C_START_LEVEL = range(4)
-W_N, W_OVERFLOW, W_LAST_RECV, W_NEXT_ID = range(4)
+C_START_LEVEL = N_CONTEXT_WORDS  # ctx: emit's words, then p_ref's level at the start
+W_NEXT_ID = N_WRITER_WORDS  # w: emit's words, then the next order id
 S_REF_CHANGES, S_DEPLETIONS, S_REINITS, S_REGIME_SWITCHES, S_SHOCKS = range(5)
 N_STATS = 5
 TRACE_CAP = 4096  # regime switches and shocks recorded per run
@@ -337,44 +338,6 @@ def _capacity_guess(p, knots_s, factor, reg_act, offset_s, duration_s) -> int:
     return int(per_s * activity * duration_s * 1.3) + 50_000
 
 
-# ---------------------------------------------------------------- output
-
-
-@njit(cache=True)
-def _emit(ev, w, rng, ctx, t_ns, action, side, price, size, oid, flags) -> int:
-    """Write one record; its index, or -1 (and the overflow flag) once the buffer is full."""
-    n = w[W_N]
-    if n >= len(ev):
-        w[W_OVERFLOW] = 1
-        return -1
-    ts_event = ctx[C_START_NS] + t_ns
-    latency = LATENCY_MIN_NS + int(exponential(rng) * LATENCY_MEAN_EXTRA_NS)
-    ts_recv = max(ts_event + latency, w[W_LAST_RECV])
-    w[W_LAST_RECV] = ts_recv
-    r = ev[n]
-    r.ts_event = ts_event
-    r.ts_recv = ts_recv
-    r.ts_in_delta = TS_IN_DELTA_MIN_NS + below(rng, TS_IN_DELTA_SPAN_NS)
-    r.action = action
-    r.side = side
-    r.price = price
-    r.size = size
-    r.order_id = oid
-    r.flags = flags
-    w[W_N] = n + 1
-    return n
-
-
-@njit(cache=True)
-def _price(ctx, lvl: int) -> int:
-    return (ctx[C_LOW_TICK] + lvl) * ctx[C_TICK_FIXED]
-
-
-@njit(cache=True)
-def _code(side: int) -> int:
-    return BID if side == 0 else ASK
-
-
 # ---------------------------------------------------------------- the generator's own book
 # Levels are FIFO queues (doubly linked lists of order slots); freed slots are reused.
 L_HEAD, L_TAIL, L_COUNT, L_VOLUME = range(4)
@@ -467,8 +430,8 @@ def _pick(lv, o, rng, lvl: int) -> int:
 def _limit(ev, w, rng, ctx, lv, o, bk, free, add_cdf, t_ns, side, lvl) -> None:
     """A new order at the back of a queue, its size drawn from that queue's sizes."""
     i = _new_order(lv, o, bk, free, w, side, lvl, 1 + draw(rng, add_cdf))
-    _emit(ev, w, rng, ctx, t_ns, ADD, _code(side), _price(ctx, lvl), o[O_SIZE, i], o[O_ID, i],
-          F_LAST)  # fmt: skip
+    emit(ev, w, rng, ctx, t_ns, ADD, side_code(side), level_price(ctx, lvl), o[O_SIZE, i],
+         o[O_ID, i], F_LAST)  # fmt: skip
 
 
 @njit(cache=True)
@@ -476,14 +439,14 @@ def _cancel(ev, w, rng, ctx, lv, o, bk, free, partial_p, t_ns, side, lvl) -> Non
     """Cancel a random order of the queue, or (CME: a modify down) part of it."""
     i = _pick(lv, o, rng, lvl)
     size = o[O_SIZE, i]
-    price = _price(ctx, lvl)
+    price = level_price(ctx, lvl)
     if size > 1 and uniform(rng) < partial_p:
         left = 1 + below(rng, size - 1)
         o[O_SIZE, i] = left
         lv[L_VOLUME, lvl] -= size - left
-        _emit(ev, w, rng, ctx, t_ns, MODIFY, _code(side), price, left, o[O_ID, i], F_LAST)
+        emit(ev, w, rng, ctx, t_ns, MODIFY, side_code(side), price, left, o[O_ID, i], F_LAST)
     else:
-        _emit(ev, w, rng, ctx, t_ns, CANCEL, _code(side), price, size, o[O_ID, i], F_LAST)
+        emit(ev, w, rng, ctx, t_ns, CANCEL, side_code(side), price, size, o[O_ID, i], F_LAST)
         _drop_order(lv, o, bk, free, i)
 
 
@@ -494,8 +457,8 @@ def _move(ev, w, rng, ctx, lv, o, bk, t_ns, side, lvl, new_lvl) -> None:
     _unlink(lv, o, bk, i)
     o[O_LEVEL, i] = new_lvl
     _push(lv, o, bk, i)
-    _emit(ev, w, rng, ctx, t_ns, MODIFY, _code(side), _price(ctx, new_lvl), o[O_SIZE, i],
-          o[O_ID, i], F_LAST)  # fmt: skip
+    emit(ev, w, rng, ctx, t_ns, MODIFY, side_code(side), level_price(ctx, new_lvl),
+         o[O_SIZE, i], o[O_ID, i], F_LAST)  # fmt: skip
 
 
 @njit(cache=True)
@@ -504,7 +467,7 @@ def _market(ev, w, rng, ctx, lv, o, bk, free, fills, t_ns, side, qty) -> None:
     (aggressor side), a fill per resting order hit in queue order, then each hit order's
     book update ('C' when filled, 'M' when partly filled), F_LAST on the packet's last."""
     lvl = bk[B_BEST + side]
-    price = _price(ctx, lvl)
+    price = level_price(ctx, lvl)
     qty = min(qty, lv[L_VOLUME, lvl])
     if bk[B_ORDERS + side] - lv[L_COUNT, lvl] < MIN_SIDE_ORDERS:  # keep the side alive
         qty = min(qty, lv[L_VOLUME, lvl] - o[O_SIZE, lv[L_TAIL, lvl]])
@@ -512,13 +475,13 @@ def _market(ev, w, rng, ctx, lv, o, bk, free, fills, t_ns, side, qty) -> None:
         return
     aggressor = w[W_NEXT_ID]
     w[W_NEXT_ID] += 1
-    _emit(ev, w, rng, ctx, t_ns, TRADE, _code(1 - side), price, qty, aggressor, 0)
+    emit(ev, w, rng, ctx, t_ns, TRADE, side_code(1 - side), price, qty, aggressor, 0)
     n = 0
     i = lv[L_HEAD, lvl]
     left = qty
     while left > 0:
         q = min(left, o[O_SIZE, i])
-        _emit(ev, w, rng, ctx, t_ns, FILL, _code(side), price, q, o[O_ID, i], 0)
+        emit(ev, w, rng, ctx, t_ns, FILL, side_code(side), price, q, o[O_ID, i], 0)
         fills[n, 0] = i
         fills[n, 1] = q
         n += 1
@@ -528,13 +491,13 @@ def _market(ev, w, rng, ctx, lv, o, bk, free, fills, t_ns, side, qty) -> None:
     for f in range(n):
         i, q = fills[f, 0], fills[f, 1]
         if q == o[O_SIZE, i]:
-            last = _emit(ev, w, rng, ctx, t_ns, CANCEL, _code(side), price, q, o[O_ID, i], 0)
+            last = emit(ev, w, rng, ctx, t_ns, CANCEL, side_code(side), price, q, o[O_ID, i], 0)
             _drop_order(lv, o, bk, free, i)
         else:
             o[O_SIZE, i] -= q
             lv[L_VOLUME, lvl] -= q
-            last = _emit(ev, w, rng, ctx, t_ns, MODIFY, _code(side), price, o[O_SIZE, i],
-                         o[O_ID, i], 0)  # fmt: skip
+            last = emit(ev, w, rng, ctx, t_ns, MODIFY, side_code(side), price, o[O_SIZE, i],
+                        o[O_ID, i], 0)  # fmt: skip
     if last >= 0:
         ev[last].flags = F_LAST
 
@@ -545,14 +508,14 @@ def _fill_queue(ev, w, rng, ctx, lv, o, bk, free, add_cdf, t_ns, side, lvl, targ
     if lv[L_VOLUME, lvl] < target:
         while lv[L_VOLUME, lvl] < target:
             i = _new_order(lv, o, bk, free, w, side, lvl, 1 + draw(rng, add_cdf))
-            _emit(ev, w, rng, ctx, t_ns, ADD, _code(side), _price(ctx, lvl), o[O_SIZE, i],
-                  o[O_ID, i], flags)  # fmt: skip
+            emit(ev, w, rng, ctx, t_ns, ADD, side_code(side), level_price(ctx, lvl),
+                 o[O_SIZE, i], o[O_ID, i], flags)  # fmt: skip
         return
     while (lv[L_VOLUME, lvl] > target and lv[L_COUNT, lvl] > 0
            and bk[B_ORDERS + side] > MIN_SIDE_ORDERS):  # fmt: skip
         i = lv[L_TAIL, lvl]
-        _emit(ev, w, rng, ctx, t_ns, CANCEL, _code(side), _price(ctx, lvl), o[O_SIZE, i],
-              o[O_ID, i], flags)  # fmt: skip
+        emit(ev, w, rng, ctx, t_ns, CANCEL, side_code(side), level_price(ctx, lvl),
+             o[O_SIZE, i], o[O_ID, i], flags)  # fmt: skip
         _drop_order(lv, o, bk, free, i)
 
 
@@ -602,7 +565,7 @@ def _simulate(ev, rng, ctx, scal, lim, can, mov, mkt, aes, move_cdf, qpmf_cdf, a
     bk = np.zeros(6, np.int64)
     bk[B_FREE_TOP] = order_cap
     bk[B_H] = ctx[C_START_LEVEL]
-    w = np.zeros(4, np.int64)
+    w = np.zeros(W_NEXT_ID + 1, np.int64)
     w[W_NEXT_ID] = ORDER_ID_BASE
     fills = np.zeros((512, 2), np.int64)
     rates = np.zeros(6 * k + 2)
@@ -614,7 +577,7 @@ def _simulate(ev, rng, ctx, scal, lim, can, mov, mkt, aes, move_cdf, qpmf_cdf, a
     if len(ev) < room + 16 or order_cap < room:
         return -1
 
-    _emit(ev, w, rng, ctx, 0, CLEAR, NO_SIDE, UNDEF_PRICE, 0, 0, F_SNAPSHOT)
+    emit(ev, w, rng, ctx, 0, CLEAR, NO_SIDE, UNDEF_PRICE, 0, 0, F_SNAPSHOT)
     _redraw_book(ev, w, rng, ctx, lv, o, bk, free, aes, qpmf_cdf, add_cdf, 0, F_SNAPSHOT, True)
     ev[w[W_N] - 1].flags = F_SNAPSHOT | F_LAST
 

@@ -35,8 +35,6 @@ from numba import njit
 
 from esml.market.events import (
     ADD,
-    ASK,
-    BID,
     CANCEL,
     CLEAR,
     F_LAST,
@@ -50,6 +48,7 @@ from esml.market.events import (
     empty_events,
 )
 from esml.market.instruments import ES, Instrument
+from esml.sim.emit import N_WRITER_WORDS, W_N, W_OVERFLOW, emit, level_price, side_code
 from esml.sim.rng import below, normal, uniform
 
 SYNTHETIC_INSTRUMENT_ID = 0xFFFF_FF00
@@ -99,12 +98,6 @@ MAX_SWEEP_LEVELS = 4
 SNAPSHOT_LEVELS = 12
 SNAPSHOT_TOP_ORDERS = 7
 
-# the (imaginary) feed handler's latency, ns
-LATENCY_MIN_NS = 100_000
-LATENCY_MEAN_EXTRA_NS = 150_000
-TS_IN_DELTA_MIN_NS = 12_000
-TS_IN_DELTA_SPAN_NS = 10_000
-
 # price grid (ticks) about the start price; the latent price reflects off its margins
 HALF_GRID = 16_384
 GRID_MARGIN = 200
@@ -117,8 +110,6 @@ O_LEVEL, O_SIZE, O_SIDE, O_NEXT, O_PREV, O_POS = range(6)  # per order
 L_HEAD, L_TAIL, L_COUNT, L_VOLUME = range(4)  # per price level
 B_BEST, B_ORDERS, B_VOLUME = 0, 2, 4  # + side: best level, live orders, resting lots
 B_LIVE, B_ALLOCATED = 6, 7
-C_START_NS, C_LOW_TICK, C_TICK_FIXED = range(3)  # constants of the session
-W_N, W_OVERFLOW, W_LAST_RECV = range(3)  # the writer
 X_PRICE, X_ANCHOR, X_LOG_VOL, X_FLOW, X_TREND_DIR, X_REGIME = range(6)  # latent state
 
 
@@ -135,6 +126,7 @@ def generate_session(
     _check_args(seed, start, duration_s, instrument, start_price)
     start_tick = round(start_price / instrument.tick_size)
     low_tick = max(1, start_tick - HALF_GRID)
+    # emit's layout: C_START_NS, C_LOW_TICK, C_TICK_FIXED
     ctx = np.array([start, low_tick, instrument.tick_fixed], dtype=np.int64)
     state = np.random.SeedSequence(int(seed)).generate_state(4, np.uint64)
     capacity = int(duration_s * RECORDS_PER_S_GUESS) + 10_000
@@ -201,44 +193,6 @@ def _market_size(s: np.ndarray) -> int:
     if uniform(s) < 0.05:
         return min(6 + int(10.0 * (uniform(s) ** (-1.0 / 1.5) - 1.0)), 150)
     return min(1 + int(math.log(uniform(s)) / math.log(0.55)), 5)
-
-
-# ---------------------------------------------------------------- output
-
-
-@njit(cache=True)
-def _emit(ev, w, rng, ctx, t_ns, action, side, price, size, oid, flags) -> int:
-    """Write one record; its index, or -1 (and the overflow flag) once the buffer is full."""
-    n = w[W_N]
-    if n >= len(ev):
-        w[W_OVERFLOW] = 1
-        return -1
-    ts_event = ctx[C_START_NS] + t_ns
-    latency = LATENCY_MIN_NS + int(-math.log(uniform(rng)) * LATENCY_MEAN_EXTRA_NS)
-    ts_recv = max(ts_event + latency, w[W_LAST_RECV])
-    w[W_LAST_RECV] = ts_recv
-    r = ev[n]
-    r.ts_event = ts_event
-    r.ts_recv = ts_recv
-    r.ts_in_delta = TS_IN_DELTA_MIN_NS + below(rng, TS_IN_DELTA_SPAN_NS)
-    r.action = action
-    r.side = side
-    r.price = price
-    r.size = size
-    r.order_id = oid
-    r.flags = flags
-    w[W_N] = n + 1
-    return n
-
-
-@njit(cache=True)
-def _price(ctx, lvl: int) -> int:
-    return (ctx[C_LOW_TICK] + lvl) * ctx[C_TICK_FIXED]
-
-
-@njit(cache=True)
-def _side_code(side: int) -> int:
-    return BID if side == S_BID else ASK
 
 
 # ---------------------------------------------------------------- the generator's own book
@@ -352,7 +306,7 @@ def _simulate(ev, order_cap, rng, ctx, duration_s, start_level, grid) -> int:
     fill_order = np.zeros(order_cap, dtype=np.int64)
     fill_qty = np.zeros(order_cap, dtype=np.int64)
     bk = np.zeros(8, dtype=np.int64)
-    w = np.zeros(3, dtype=np.int64)
+    w = np.zeros(N_WRITER_WORDS, dtype=np.int64)
     _snapshot(ev, w, rng, lv, o, bk, live, ctx, start_level)
 
     lat = np.zeros(6)
@@ -424,14 +378,14 @@ def _simulate(ev, order_cap, rng, ctx, duration_s, start_level, grid) -> int:
 @njit(cache=True)
 def _snapshot(ev, w, rng, lv, o, bk, live, ctx, start_level: int) -> None:
     """A clear, then a one-tick market about start_level with several orders per level."""
-    _emit(ev, w, rng, ctx, 0, CLEAR, NO_SIDE, UNDEF_PRICE, 0, 0, F_SNAPSHOT)
+    emit(ev, w, rng, ctx, 0, CLEAR, NO_SIDE, UNDEF_PRICE, 0, 0, F_SNAPSHOT)
     for side in range(2):
         for k in range(SNAPSHOT_LEVELS):
             lvl = start_level - 1 - k if side == S_BID else start_level + k
             for _ in range(2 + below(rng, int(SNAPSHOT_TOP_ORDERS * 0.85**k) + 1)):
                 i = _new_order(lv, o, bk, live, side, lvl, _limit_size(rng))
-                _emit(ev, w, rng, ctx, 0, ADD, _side_code(side), _price(ctx, lvl),
-                      o[O_SIZE, i], ORDER_ID_BASE + i, F_SNAPSHOT)  # fmt: skip
+                emit(ev, w, rng, ctx, 0, ADD, side_code(side), level_price(ctx, lvl),
+                     o[O_SIZE, i], ORDER_ID_BASE + i, F_SNAPSHOT)  # fmt: skip
     ev[w[W_N] - 1].flags = F_SNAPSHOT | F_LAST
 
 
@@ -463,8 +417,8 @@ def _advance_latent(lat, rng, dt: float, lo: float, hi: float) -> None:
 @njit(cache=True)
 def _add_limit(ev, w, rng, lv, o, bk, live, ctx, t_ns, side: int, lvl: int) -> None:
     i = _new_order(lv, o, bk, live, side, lvl, _limit_size(rng))
-    _emit(ev, w, rng, ctx, t_ns, ADD, _side_code(side), _price(ctx, lvl), o[O_SIZE, i],
-          ORDER_ID_BASE + i, F_LAST)  # fmt: skip
+    emit(ev, w, rng, ctx, t_ns, ADD, side_code(side), level_price(ctx, lvl), o[O_SIZE, i],
+         ORDER_ID_BASE + i, F_LAST)  # fmt: skip
 
 
 @njit(cache=True)
@@ -483,14 +437,14 @@ def _cancel(ev, w, rng, lv, o, bk, live, ctx, t_ns, pressure: float) -> None:
     if bk[B_ORDERS + side] <= MIN_SIDE_ORDERS:
         return
     size = o[O_SIZE, i]
-    price = _price(ctx, o[O_LEVEL, i])
+    price = level_price(ctx, o[O_LEVEL, i])
     if size > 1 and uniform(rng) < PARTIAL_CANCEL_P:
         qty = 1 + below(rng, size - 1)
         _reduce(lv, o, bk, i, qty)
     else:
         qty = size
         _delete_order(lv, o, bk, live, i)
-    _emit(ev, w, rng, ctx, t_ns, CANCEL, _side_code(side), price, qty, ORDER_ID_BASE + i, F_LAST)
+    emit(ev, w, rng, ctx, t_ns, CANCEL, side_code(side), price, qty, ORDER_ID_BASE + i, F_LAST)
 
 
 @njit(cache=True)
@@ -520,8 +474,8 @@ def _modify(ev, w, rng, lv, o, bk, live, ctx, t_ns, grid: int) -> None:
         o[O_LEVEL, i] = new_lvl
         o[O_SIZE, i] = new_size
         _enqueue(lv, o, bk, i)
-    _emit(ev, w, rng, ctx, t_ns, MODIFY, _side_code(side), _price(ctx, o[O_LEVEL, i]),
-          o[O_SIZE, i], ORDER_ID_BASE + i, F_LAST)  # fmt: skip
+    emit(ev, w, rng, ctx, t_ns, MODIFY, side_code(side), level_price(ctx, o[O_LEVEL, i]),
+         o[O_SIZE, i], ORDER_ID_BASE + i, F_LAST)  # fmt: skip
 
 
 @njit(cache=True)
@@ -546,13 +500,13 @@ def _market_order(ev, w, rng, lv, o, bk, live, fill_order, fill_qty, ctx, t_ns,
     while remaining > 0:
         while lv[L_COUNT, lvl] == 0:
             lvl += step
-        price = _price(ctx, lvl)
-        trade = _emit(ev, w, rng, ctx, t_ns, TRADE, _side_code(aggressor), price, 0, 0, 0)
+        price = level_price(ctx, lvl)
+        trade = emit(ev, w, rng, ctx, t_ns, TRADE, side_code(aggressor), price, 0, 0, 0)
         traded = 0
         i = lv[L_HEAD, lvl]
         while i >= 0 and remaining > 0:
             q = min(remaining, o[O_SIZE, i])
-            _emit(ev, w, rng, ctx, t_ns, FILL, _side_code(rest), price, q, ORDER_ID_BASE + i, 0)
+            emit(ev, w, rng, ctx, t_ns, FILL, side_code(rest), price, q, ORDER_ID_BASE + i, 0)
             fill_order[n_fills] = i
             fill_qty[n_fills] = q
             n_fills += 1
@@ -565,14 +519,14 @@ def _market_order(ev, w, rng, lv, o, bk, live, fill_order, fill_qty, ctx, t_ns,
     last = -1
     for f in range(n_fills):
         i = fill_order[f]
-        price = _price(ctx, o[O_LEVEL, i])
+        price = level_price(ctx, o[O_LEVEL, i])
         if fill_qty[f] == o[O_SIZE, i]:
-            last = _emit(ev, w, rng, ctx, t_ns, CANCEL, _side_code(rest), price, o[O_SIZE, i],
-                         ORDER_ID_BASE + i, 0)  # fmt: skip
+            last = emit(ev, w, rng, ctx, t_ns, CANCEL, side_code(rest), price, o[O_SIZE, i],
+                        ORDER_ID_BASE + i, 0)  # fmt: skip
             _delete_order(lv, o, bk, live, i)
         else:
             _reduce(lv, o, bk, i, fill_qty[f])
-            last = _emit(ev, w, rng, ctx, t_ns, MODIFY, _side_code(rest), price, o[O_SIZE, i],
-                         ORDER_ID_BASE + i, 0)  # fmt: skip
+            last = emit(ev, w, rng, ctx, t_ns, MODIFY, side_code(rest), price, o[O_SIZE, i],
+                        ORDER_ID_BASE + i, 0)  # fmt: skip
     if last >= 0:
         ev[last].flags = F_LAST
