@@ -9,7 +9,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 ESML_DATA_DIR ?= ../shared/data
 
-.PHONY: demo test lint bench validate models stack synth venv clean
+.PHONY: demo test lint bench validate models synth venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,12 +41,9 @@ bench: venv
 validate: venv
 	$(PY) -m esml.evaluation.market_validation --data-dir $(ESML_DATA_DIR)
 
+# the shipped champion: the whole stack (trees, three nets, regime classifier, ensemble) as
+# one bundle under models/, on 3 SYNTHETIC days anyone can regenerate; 10-15 min on 2 cores
 models: venv
-	$(PY) training/train.py --local --out models/es_direction_20s
-
-# the whole stack (trees, three nets, regime classifier, ensemble) as one bundle, on 3
-# SYNTHETIC days anyone can regenerate; about 8 minutes on 2 cores
-stack: venv
 	$(PY) training/train.py --local --stack --synthetic-days 3 --keep 1 --out models
 
 synth: venv

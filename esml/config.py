@@ -138,9 +138,18 @@ class ExecutionConfig(_Strict):
 
 
 class FeatureConfig(_Strict):
-    decision_interval_s: float = Field(1.0, gt=0)
+    decision_interval_s: float = Field(1.0, gt=0, le=60)  # minute bars: one per chunk at most
     horizon_s: float = Field(20.0, gt=0)
     dead_zone_ticks: float = Field(0.5, ge=0.5)
+
+
+class ModelConfig(_Strict):
+    """Where the engine's models come from. `path` is a model root holding a `champion`
+    pointer (what `make models` writes), one bundle, or one trees model directory."""
+
+    path: Path = Path("models")
+    hot_swap: bool = True  # follow the root's champion pointer while running
+    check_every_s: float = Field(5.0, gt=0)  # market time between looks at the pointer
 
 
 class EsmlConfig(_Strict):
@@ -149,7 +158,7 @@ class EsmlConfig(_Strict):
     execution: ExecutionConfig = ExecutionConfig()
     features: FeatureConfig = FeatureConfig()
     exchange: ExchangeConfig | None = None  # the paper exchange; None: defaults, our commission
-    model_dir: Path = Path("models/es_direction_20s")
+    model: ModelConfig = ModelConfig()
     journal_path: Path = Path("runs/journal.sqlite")
 
     @field_validator("instrument")

@@ -34,3 +34,22 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_direction_model(sessions, load_config(), out, synthetic=True,
                           source_names=["synthetic-1", "synthetic-2"])  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="session")
+def sessions() -> dict[str, np.ndarray]:
+    """Two SYNTHETIC 40-minute sessions on consecutive days: the tiny stack's data."""
+    from tests.tiny_stack import tiny_sessions
+
+    return tiny_sessions()
+
+
+@pytest.fixture(scope="session")
+def stack(sessions, tmp_path_factory):
+    """A tiny stack bundle, published as the champion of its own model root."""
+    from esml.config import EsmlConfig
+    from tests.tiny_stack import TINY
+    from training.stack import train_stack
+
+    root = tmp_path_factory.mktemp("models")
+    return train_stack(sessions, EsmlConfig(), root, synthetic=True, params=TINY)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from typer.testing import CliRunner
 
 from esml.cli.app import app
-from tests.conftest import ES_FILE
+from tests.conftest import ES_FILE, ROOT
 
 runner = CliRunner()
 
@@ -41,11 +43,16 @@ def test_a_bad_config_is_refused(tmp_path) -> None:
     assert "max_position" in r.output
 
 
-def test_the_demo_replays_its_synthetic_session_while_the_market_is_open() -> None:
-    """A session stamped on a weekend would meet a closed market at every gate."""
-    from esml.cli.app import DAY_NS, DEMO_REPLAY_DAY
+def test_the_demo_replays_an_open_market_day_the_models_never_saw() -> None:
+    """A session stamped on a weekend would meet a closed market at every gate, and one
+    the shipped models trained on would flatter them."""
+    from esml.alpha.registry import champion, load_bundle
+    from esml.cli.app import DEMO_REPLAY_DATE, DEMO_REPLAY_HOURS, DEMO_REPLAY_SEED
     from esml.market.calendar import is_open
-    from esml.sim.synthetic import DEFAULT_START_NS
+    from esml.sim.queue_reactive import generate_day
 
-    start = DEFAULT_START_NS + DEMO_REPLAY_DAY * DAY_NS
-    assert is_open(start) and is_open(start + 3600 * 10**9)
+    ev = generate_day(DEMO_REPLAY_SEED, DEMO_REPLAY_DATE, start="07:30", hours=DEMO_REPLAY_HOURS)
+    assert is_open(int(ev["ts_recv"][0])) and is_open(int(ev["ts_recv"][-1]))
+    trained_on = load_bundle(champion(ROOT / "models")).data_sha256
+    dates = [re.search(r"\d{4}-\d{2}-\d{2}", name).group() for name in trained_on]
+    assert len(dates) == len(trained_on) and max(dates) < DEMO_REPLAY_DATE

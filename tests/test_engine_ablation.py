@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from esml.alpha.model import OnnxAlphaModel
 from esml.config import ConfigError, load_config
 from esml.decision.gates import GateStack
 from esml.engine.ablation import FILTER_GATES, default_variants, run_ablation
+from esml.engine.serving import serve
 from esml.evaluation.ablation import to_markdown
 from esml.sim.synthetic import generate_session
 
@@ -15,9 +15,9 @@ from esml.sim.synthetic import generate_session
 def test_the_same_input_gives_the_same_table(demo_model_dir) -> None:
     events = generate_session(5, duration_s=900)
     cfg = load_config()
-    model = OnnxAlphaModel.load(demo_model_dir)
-    first = run_ablation(events, default_variants(cfg, model), name="synthetic")
-    second = run_ablation(events, default_variants(cfg, model), name="synthetic")
+    make = serve(demo_model_dir, cfg).make
+    first = run_ablation(events, default_variants(cfg, make), name="synthetic")
+    second = run_ablation(events, default_variants(cfg, make), name="synthetic")
     assert [r.name for r in first] == [
         "model, all gates", "model, risk limits only",
         "rule: zscore_regime", "rule: momentum", "rule: mean_reversion",

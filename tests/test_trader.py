@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from esml.alpha import registry
 from esml.alpha.model import OnnxAlphaModel
 from esml.alpha.strategy import ModelStrategy, Signal
 from esml.config import load_config
@@ -79,7 +81,7 @@ def test_a_wide_book_or_no_edge_trades_nothing(frame) -> None:
 
 
 def test_the_shipped_model_decides_on_real_features(frame) -> None:
-    model = OnnxAlphaModel.load("models/es_direction_20s")
+    model = OnnxAlphaModel.load(registry.champion(Path("models")) / "trees")
     cfg = load_config(risk={"min_confidence": 0.0})
     trader = Trader(cfg, ModelStrategy(model), GateStack.from_config(cfg.risk))
     acct = AccountState("2023-12-26")

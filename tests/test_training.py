@@ -17,6 +17,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from esml.alpha import registry
+from esml.alpha.bundle_manifest import EnsembleManifest, RegimeManifest, load_json
 from esml.alpha.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -25,19 +27,16 @@ from esml.alpha.manifest import (
     file_sha256,
 )
 from esml.alpha.model import OnnxAlphaModel
-from esml.alpha.regime import RegimeConfig
 from esml.alpha.sequence_model import OnnxSequenceModel
-from esml.alpha.torch_train import TrainParams
 from esml.alpha.xgb import XGBParams, train_direction_model
 from esml.config import EsmlConfig
 from esml.data.dbn import main_instrument, read_mbo
 from esml.features.dataset import build_dataset, events_sha256
 from esml.features.sequences import TICK
 from esml.features.streaming import FEATURE_NAMES, FEATURE_VERSION
-from esml.sim.synthetic import DEFAULT_START_NS, generate_session
-from training import registry
-from training.manifests import EnsembleManifest, RegimeManifest, load_json
-from training.stack import StackParams, train_stack
+from esml.sim.synthetic import generate_session
+from tests.tiny_stack import TINY
+from training.stack import train_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "training" / "train.py"
@@ -162,34 +161,6 @@ def test_retraining_replaces_model_and_manifest_together(tmp_path):
 
 
 # ---------------------------------------------------------------------------- the stack
-
-TINY = StackParams(
-    models=("trees", "tick_lstm", "regime", "ensemble"),
-    trees=XGBParams(n_estimators=20, n_folds=1, n_jobs=1),
-    nets=TrainParams(epochs=1, max_batches_per_epoch=2, n_folds=1, threads=1),
-    regime=RegimeConfig(tree_count=10, mlp_max_iter=30, mlp_hidden=8),
-    regime_folds=1,
-    n_boot=100,
-)
-DAY_NS = 86_400 * 10**9
-
-
-@pytest.fixture(scope="module")
-def sessions() -> dict[str, np.ndarray]:
-    """Two SYNTHETIC 40-minute sessions on consecutive days."""
-    return {
-        f"synthetic-seed-{seed}": generate_session(
-            seed, start_ns=DEFAULT_START_NS + day * DAY_NS, duration_s=2400
-        )
-        for day, seed in enumerate((1, 2))
-    }
-
-
-@pytest.fixture(scope="module")
-def stack(sessions, tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    return train_stack(sessions, EsmlConfig(), root, synthetic=True, params=TINY)
-
 
 def test_stack_bundle_is_the_champion_and_every_manifest_is_complete(stack, sessions):
     root = stack.path.parent

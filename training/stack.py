@@ -8,7 +8,7 @@ manifest: the trees (`train_direction_model`), the three nets (`train_sequence_m
 and the regime classifier. The ensemble's calibrator is then fitted on the first part of
 the held-out rows from the exported ONNX members (the very files the engine serves), and
 the ensemble is scored on the rest against the baselines. The bundle manifest is written
-last; `training.registry.publish` moves the bundle into place and points `champion` at it.
+last; `esml.alpha.registry.publish` moves the bundle into place and points `champion` at it.
 Any failure removes the staging directory and leaves the champion as it was.
 """
 
@@ -25,10 +25,27 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.progress import Progress
 
+from esml.alpha.bundle_manifest import (
+    BUNDLE_FILE,
+    ENSEMBLE_FILE,
+    BundleManifest,
+    BundleMember,
+    EnsembleManifest,
+    EnsembleMember,
+    HeldOutScores,
+    MemberKind,
+    MetricInterval,
+    RegimeFold,
+    RegimeManifest,
+    load_json,
+    save_json,
+)
 from esml.alpha.ensemble import EnsembleConfig, ensemble_batch, fit_ensemble_calibrator
 from esml.alpha.manifest import MANIFEST_FILE, MODEL_FILE, file_sha256, write_atomic
 from esml.alpha.model import OnnxAlphaModel
-from esml.alpha.regime import RegimeConfig, fit_regime_classifier
+from esml.alpha.regime import fit_regime_classifier
+from esml.alpha.regime_config import RegimeConfig
+from esml.alpha.registry import discard, publish, staging_dir
 from esml.alpha.sequence_model import OnnxSequenceModel
 from esml.alpha.splits import holdout_split, walk_forward_split
 from esml.alpha.torch_train import WINDOWS, TrainParams, train_sequence_model
@@ -54,22 +71,6 @@ from esml.evaluation.model_eval import FoldRows as EvalFold
 from esml.features.dataset import events_sha256
 from esml.features.labels import REGIMES
 from esml.market.events import is_synthetic
-from training.manifests import (
-    BUNDLE_FILE,
-    ENSEMBLE_FILE,
-    BundleManifest,
-    BundleMember,
-    EnsembleManifest,
-    EnsembleMember,
-    HeldOutScores,
-    MemberKind,
-    MetricInterval,
-    RegimeFold,
-    RegimeManifest,
-    load_json,
-    save_json,
-)
-from training.registry import discard, publish, staging_dir
 
 STACK_MODELS: tuple[MemberKind, ...] = (
     "trees",

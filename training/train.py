@@ -10,7 +10,7 @@ goes to `SM_MODEL_DIR` and the metrics to `SM_OUTPUT_DATA_DIR`; hyper-parameters
 
 With --stack, the whole stack (trees, tick LSTM, bar LSTM, DeepLOB, regime classifier,
 ensemble) is trained into one bundle under --out, which becomes the `champion`
-(training/stack.py, training/registry.py); SYNTHETIC days then come from the
+(training/stack.py, esml/alpha/registry.py); SYNTHETIC days then come from the
 queue-reactive simulator:
 
     python training/train.py --stack --data FILE --out models

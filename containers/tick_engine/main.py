@@ -2,9 +2,10 @@
 
 The market source is chosen by `ESML_SOURCE`. `sim` (the default, and the only one this
 release ships) is the seeded session generator paced in real time, SYNTHETIC data, for
-smoke-testing a deployment end to end without a market-data subscription. The model is
-read from `ESML_MODEL_DIR` (the image ships `models/es_direction_20s`), the config from
-`ESML_CONFIG` (JSON of EsmlConfig fields), the journal from `ESML_JOURNAL`.
+smoke-testing a deployment end to end without a market-data subscription. The models come
+from `ESML_MODEL_DIR` (default: the config's `model.path`; the image ships `models/`, whose
+champion bundle's ensemble it trades, following the champion pointer while it runs), the
+config from `ESML_CONFIG` (JSON of EsmlConfig fields), the journal from `ESML_JOURNAL`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import signal
 import sys
 from pathlib import Path
 
-from esml.alpha.model import OnnxAlphaModel
+from esml.alpha.manifest import ModelFileError
 from esml.config import ConfigError, load_config
 from esml.decision.proposal import AccountState
 from esml.engine.engine import Engine
 from esml.engine.live import paced, run_live
-from esml.features.streaming import FEATURE_NAMES, FEATURE_VERSION
+from esml.engine.serving import serve
 from esml.journal.sqlite import SQLiteJournal
 from esml.market.calendar import trading_day
 from esml.sim.synthetic import generate_session
@@ -30,7 +31,7 @@ from esml.sim.synthetic import generate_session
 log = logging.getLogger("esml.tick_engine")
 
 
-async def serve() -> None:
+async def run_service() -> None:
     try:
         cfg = load_config(**json.loads(os.environ.get("ESML_CONFIG", "{}")))
     except (ConfigError, json.JSONDecodeError) as e:
@@ -40,21 +41,27 @@ async def serve() -> None:
     if source != "sim":
         log.error("ESML_SOURCE=%r: only 'sim' is available in this release", source)
         raise SystemExit(2)
-    model_dir = Path(os.environ.get("ESML_MODEL_DIR", cfg.model_dir))
-    model = OnnxAlphaModel.load(model_dir, feature_names=FEATURE_NAMES,
-                                feature_version=FEATURE_VERSION)  # fmt: skip
+    model_path = Path(os.environ.get("ESML_MODEL_DIR", cfg.model.path))
+    try:
+        served = serve(model_path, cfg)
+    except (ModelFileError, ValueError) as e:
+        log.error("no model to serve: %s", e)
+        raise SystemExit(2) from e
     journal_path = Path(os.environ.get("ESML_JOURNAL", "/tmp/esml/journal.sqlite"))
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     seed = int(os.environ.get("ESML_SIM_SEED", "1"))
     hours = float(os.environ.get("ESML_SIM_HOURS", "6.5"))
     events = generate_session(seed, duration_s=hours * 3600)
-    log.info("SYNTHETIC source: seed %d, %d events; model %s", seed, len(events), model.name)
+    log.info("SYNTHETIC source: seed %d, %d events; serving %s", seed, len(events),
+             served.strategy.name)  # fmt: skip
+    account = AccountState(trading_day(int(events["ts_recv"][0])))
     with SQLiteJournal(journal_path) as journal:
-        engine = Engine(cfg, model, journal, AccountState(trading_day(int(events["ts_recv"][0]))))
+        engine = Engine(cfg, served.strategy, journal, account, watch=served.watch)
         try:
             await run_live(engine, paced(events, speed=1.0))
         finally:  # the data ended or ECS is stopping the task: leave nothing open
             engine.finish(engine.last_event_ns, "session over")
+            served.close()
     log.info("session over: %s", engine.stats)
 
 
@@ -62,7 +69,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")  # fmt: skip
     loop = asyncio.new_event_loop()
-    task = loop.create_task(serve())
+    task = loop.create_task(run_service())
     for sig in (signal.SIGTERM, signal.SIGINT):  # ECS stops a task with SIGTERM
         loop.add_signal_handler(sig, task.cancel)
     try:

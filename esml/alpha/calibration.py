@@ -10,17 +10,21 @@ row to sum to one. Fitting takes only that fold's rows: pass nothing else in.
   linear interpolation between its thresholds): flexible, needs a few hundred rows.
 - Platt: a sigmoid of the logit, fitted with Platt's smoothed targets (N+ + 1)/(N+ + 2)
   and 1/(N- + 2): two parameters per class, safe on small folds.
+
+Fitting needs scipy and scikit-learn (the `ml` extra) and imports them when it runs;
+applying a fitted calibrator needs numpy only, so the tick engine's image serves without them.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.optimize import minimize
-from sklearn.isotonic import IsotonicRegression
 
 CalibrationMethod = Literal["isotonic", "platt"]
 PROBABILITY_FLOOR = 1e-6
@@ -66,11 +70,31 @@ class MulticlassCalibrator(BaseModel):
         out = np.maximum(out, PROBABILITY_FLOOR)
         return out / out.sum(axis=1, keepdims=True)
 
+    def transform_one(self, proba: Sequence[float]) -> list[float]:
+        """`transform` of one row in plain floats, for the per-decision path."""
+        if len(proba) != self.n_classes:
+            raise ValueError(f"probabilities must have {self.n_classes} classes, got {len(proba)}")
+        out = []
+        for x, curve in zip(proba, self.curves, strict=True):
+            if not (math.isfinite(x) and 0.0 <= x <= 1.0):
+                raise ValueError("probabilities must be finite and within [0, 1]")
+            if self.method == "isotonic":
+                v = _interp_one(x, curve.x, curve.y)
+            else:
+                q = min(max(x, _EPS), 1 - _EPS)
+                z = curve.a * (math.log(q) - math.log1p(-q)) + curve.b
+                v = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+            out.append(max(v, PROBABILITY_FLOOR))
+        total = sum(out)
+        return [v / total for v in out]
+
 
 def fit_calibrator(
     proba: np.ndarray, y: np.ndarray, method: CalibrationMethod
 ) -> MulticlassCalibrator:
     """Fit one-vs-rest curves on the calibration fold's probabilities [n, k] and labels [n]."""
+    from sklearn.isotonic import IsotonicRegression
+
     p = _check_proba(proba, None)
     k = p.shape[1]
     labels = _check_labels(y, len(p), k)
@@ -146,6 +170,8 @@ def expected_calibration_error(
 
 def _platt(score: np.ndarray, hit: np.ndarray) -> tuple[float, float]:
     """(a, b) minimising the log loss of sigmoid(a * score + b) against smoothed targets."""
+    from scipy.optimize import minimize
+
     n_pos = hit.sum()
     n_neg = len(hit) - n_pos
     target = np.where(hit > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
@@ -161,6 +187,17 @@ def _platt(score: np.ndarray, hit: np.ndarray) -> tuple[float, float]:
     if not np.all(np.isfinite(fit.x)):
         raise ValueError("Platt scaling did not converge to finite parameters")
     return float(fit.x[0]), float(fit.x[1])
+
+
+def _interp_one(x: float, xs: list[float], ys: list[float]) -> float:
+    """np.interp of one point: clamped at the ends, linear between the knots."""
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    j = bisect.bisect_right(xs, x) - 1
+    slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+    return slope * (x - xs[j]) + ys[j]
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ not have known. `ensemble_batch` computes the same numbers over a whole fold at 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -181,24 +182,35 @@ class Ensemble:
     def decide_probas(
         self, ts_ns: int, mid: float, probas: Mapping[str, Sequence[float]]
     ) -> EnsembleDecision:
-        """Combine probabilities already computed; `mid` is the mid at `ts_ns`."""
+        """Combine probabilities already computed; `mid` is the mid at `ts_ns`.
+
+        One row, in plain floats: `_combine`'s arithmetic in the same order without numpy's
+        per-call overhead, which would cost more than the trees' inference (a test holds
+        the two paths within 1e-12)."""
         _same_names(self.names, probas, "probabilities")
-        p = _check_probas(np.array([[probas[name] for name in self.names]], np.float64))
+        p = [_check_row(name, probas[name]) for name in self.names]
         self.meta.observe(ts_ns, mid)
-        w = self.meta.weights()
-        out = _combine(self.cfg, p, w[None, :], self.calibrator)
-        self.meta.record(ts_ns, mid, out.votes[0])
+        w = self.meta.weights().tolist()
+        votes = [max(range(N_CLASSES), key=row.__getitem__) for row in p]  # first max wins
+        mix = [sum(w[m] * p[m][c] for m in range(len(p))) for c in range(N_CLASSES)]
+        by_class = [sum(w[m] for m in range(len(p)) if votes[m] == c) for c in range(N_CLASSES)]
+        winner = max(range(N_CLASSES), key=by_class.__getitem__)
+        agreement = by_class[winner]
+        agreed = agreement >= self.cfg.min_agreement - _SHARE_TOLERANCE
+        proba = self.calibrator.transform_one(mix) if self.calibrator is not None else mix
+        direction = winner if agreed else FLAT
+        self.meta.record(ts_ns, mid, np.array(votes, np.int8))
         return EnsembleDecision(
             ts_ns=int(ts_ns),
-            p_down=float(out.proba[0, 0]),
-            p_flat=float(out.proba[0, 1]),
-            p_up=float(out.proba[0, 2]),
-            direction=CLASSES[out.direction[0]],
-            agreed=bool(out.agreed[0]),
-            confidence=float(out.confidence[0]),
-            agreement=float(out.agreement[0]),
-            votes={n: CLASSES[v] for n, v in zip(self.names, out.votes[0], strict=True)},
-            weights={n: float(x) for n, x in zip(self.names, w, strict=True)},
+            p_down=proba[DOWN],
+            p_flat=proba[FLAT],
+            p_up=proba[UP],
+            direction=CLASSES[direction],
+            agreed=agreed,
+            confidence=proba[direction] if agreed else 0.0,
+            agreement=agreement,
+            votes={n: CLASSES[v] for n, v in zip(self.names, votes, strict=True)},
+            weights=dict(zip(self.names, w, strict=True)),
         )
 
 
@@ -319,6 +331,18 @@ def _base_weights(cfg: EnsembleConfig, names: Sequence[str]) -> np.ndarray:
 def _same_names(names: list[str], given: Mapping[str, object], what: str) -> None:
     if set(given) != set(names):
         raise ValueError(f"{what} for {sorted(given)}; the ensemble's models are {sorted(names)}")
+
+
+def _check_row(name: str, row: Sequence[float]) -> tuple[float, ...]:
+    """One model's probabilities, checked as `_check_probas` checks a whole array."""
+    p = tuple(float(x) for x in row)
+    if len(p) != N_CLASSES:
+        raise ValueError(f"each model must give {N_CLASSES} probabilities, {name} gave {len(p)}")
+    if not all(math.isfinite(x) and 0.0 <= x <= 1.0 for x in p):
+        raise ValueError(f"model probabilities must be finite and within [0, 1]: {name} {p}")
+    if abs(sum(p) - 1.0) > _SUM_TOLERANCE:
+        raise ValueError(f"model probabilities must sum to 1: {name} {p}")
+    return p
 
 
 def _check_probas(p: np.ndarray) -> np.ndarray:

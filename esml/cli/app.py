@@ -10,22 +10,21 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from esml.alpha.model import OnnxAlphaModel
-from esml.alpha.xgb import train_direction_model
+from esml.alpha.ensemble_strategy import EnsembleStrategy
+from esml.alpha.manifest import ModelFileError
 from esml.cli import data_cmd, sim_cmd, train_cmd
 from esml.config import ConfigError, EsmlConfig, load_config
 from esml.data.dbn import DataFileError, main_instrument, read_mbo
 from esml.engine.ablation import default_variants, run_ablation
+from esml.engine.serving import Served, serve
 from esml.engine.session import SessionResult, progress_bar, report_path, run_session
 from esml.evaluation.ablation import html_section as ablation_html
 from esml.evaluation.ablation import rich_tables as ablation_tables
 from esml.evaluation.ablation import to_markdown as ablation_markdown
 from esml.evaluation.metrics import metrics_table
 from esml.evaluation.report import write_report
-from esml.features.streaming import FEATURE_NAMES, FEATURE_VERSION
 from esml.journal.sqlite import SQLiteJournal
 from esml.sim.queue_reactive import generate_day
-from esml.sim.synthetic import DEFAULT_START_NS, generate_session
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(data_cmd.app, name="data")
@@ -35,11 +34,11 @@ app.add_typer(train_cmd.evaluate_app, name="evaluate")
 console = Console(soft_wrap=True)
 
 DEFAULT_ES_FILE = Path("data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
-DEMO_TRAIN_SEEDS = (11, 12, 13, 14, 15, 16)
 DEMO_REPLAY_SEED = 99
-DEMO_REPLAY_DAY = 7  # Monday 2024-03-11, RTH: after every training day, and the market is open
-DAY_NS = 86_400 * 1_000_000_000
+DEMO_REPLAY_DATE = "2024-03-15"  # after the shipped bundle's SYNTHETIC training dates
+DEMO_REPLAY_HOURS = 3.0  # the bar LSTM reads an hour of minute bars before it votes
 ABLATE_SYNTHETIC_DAY = "2024-03-05"
+MODEL_HELP = "a model root with a champion, a bundle, or a trees model (default: the config's)"
 
 
 def _config(path: Path | None) -> EsmlConfig:
@@ -62,10 +61,13 @@ def _events(path: Path):
     return ev[ev["instrument_id"] == main_instrument(ev)]
 
 
-def _load_model(model_dir: Path) -> OnnxAlphaModel:
-    return OnnxAlphaModel.load(
-        model_dir, feature_names=FEATURE_NAMES, feature_version=FEATURE_VERSION
-    )
+def _serve(path: Path, cfg: EsmlConfig) -> Served:
+    """A replay serves what the path holds now: no hot swap mid-replay."""
+    try:
+        return serve(path, cfg, hot_swap=False)
+    except (ModelFileError, ValueError) as e:
+        console.print(f"[red]{e}")
+        raise typer.Exit(2) from e
 
 
 def _show(result: SessionResult, out_dir: Path) -> Path:
@@ -99,8 +101,10 @@ def _show(result: SessionResult, out_dir: Path) -> Path:
         round_trips=result.round_trips,
         metrics=result.metrics,
         synthetic=result.synthetic,
-        notes=[f"{result.stats.decisions:,} decision points, {result.stats.orders:,} orders, "
-               f"{result.stats.fills:,} fills"],
+        notes=[
+            f"{result.stats.decisions:,} decision points, {result.stats.orders:,} orders, "
+            f"{result.stats.fills:,} fills"
+        ],
         levels=result.levels,
         funnel=result.funnel,
     )
@@ -111,7 +115,7 @@ def _show(result: SessionResult, out_dir: Path) -> Path:
 @app.command()
 def backtest(
     data: Path = typer.Option(..., "--data", help="a Databento MBO file (.dbn or .dbn.zst)"),
-    model: Path | None = typer.Option(None, help="model directory (default: the config's)"),
+    model: Path | None = typer.Option(None, help=MODEL_HELP),
     config: Path | None = typer.Option(None, help="esml TOML config"),
     out: Path = typer.Option(Path("runs/backtest"), help="journal and report folder"),
 ) -> None:
@@ -119,60 +123,65 @@ def backtest(
     cfg = _config(config)
     ev = _events(data)
     out.mkdir(parents=True, exist_ok=True)
-    alpha = _load_model(model or cfg.model_dir)
+    served = _serve(model or cfg.model.path, cfg)
     with progress_bar() as bar, SQLiteJournal(out / "journal.sqlite") as journal:
-        result = run_session(data.name, ev, cfg, alpha, journal, progress=bar)
+        result = run_session(data.name, ev, cfg, served.strategy, journal, progress=bar)
     _show(result, out)
 
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="journal, model and report folder"),
+    out: Path = typer.Option(Path("runs/demo"), help="journal and report folder"),
     es_file: Path = typer.Option(DEFAULT_ES_FILE, help="the real ES MBO file to replay"),
-    train_minutes: float = typer.Option(60.0, help="minutes per synthetic training session"),
+    model: Path | None = typer.Option(None, help=MODEL_HELP),
 ) -> None:
-    """The embedded default end to end: synthetic training data, a trained model, then the
-    real ES file and a fresh synthetic session through the live loop and paper broker."""
+    """The embedded default end to end: the shipped champion bundle (the ensemble of trees
+    and nets) trades the real ES file and a SYNTHETIC ES morning through the live loop,
+    the gates, the position manager and the paper exchange, into a SQLite journal."""
     cfg = load_config()
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = out / "model"
     console.print(Panel.fit(
         "esml demo: the embedded default (market simulator + paper exchange + SQLite)\n"
-        "Training data is SYNTHETIC, from the seeded session generator; it is no evidence "
-        "of an edge.", title="esml"))  # fmt: skip
-    with progress_bar() as bar:
-        task = bar.add_task("generate synthetic sessions", total=len(DEMO_TRAIN_SEEDS))
-        sessions = []
-        for seed in DEMO_TRAIN_SEEDS:
-            start = DEFAULT_START_NS + len(sessions) * DAY_NS  # one session a day, in order
-            sessions.append(generate_session(seed, start_ns=start, duration_s=train_minutes * 60))
-            bar.advance(task)
-    manifest = train_direction_model(
-        sessions, cfg, model_dir, synthetic=True,
-        source_names=[f"synthetic-seed-{s}" for s in DEMO_TRAIN_SEEDS], progress=None,
-    )  # fmt: skip
-    console.print(f"trained {manifest.name} on {manifest.training_rows:,} synthetic rows")
-    alpha = _load_model(model_dir)
+        "The shipped models were trained on SYNTHETIC data (`make models` regenerates\n"
+        "them); nothing here is evidence of an edge.", title="esml"))  # fmt: skip
+    served = _serve(model or cfg.model.path, cfg)
+    _describe_models(served)
     journal_path = out / "journal.sqlite"
     journal_path.unlink(missing_ok=True)
     replay = [
         ("real ES MBO 2023-12-25", _events(es_file)),
-        ("synthetic session", generate_session(
-            DEMO_REPLAY_SEED, start_ns=DEFAULT_START_NS + DEMO_REPLAY_DAY * DAY_NS,
-            duration_s=3600)),
-    ]
+        (f"synthetic ES {DEMO_REPLAY_DATE} morning", generate_day(
+            DEMO_REPLAY_SEED, DEMO_REPLAY_DATE, start="07:30", hours=DEMO_REPLAY_HOURS)),
+    ]  # fmt: skip
     with progress_bar() as bar, SQLiteJournal(journal_path) as journal:
-        results = [run_session(name, ev, cfg, alpha, journal, progress=bar)
-                   for name, ev in replay]  # fmt: skip
-    for r in results:
+        runs = []
+        for name, ev in replay:  # each session starts cold, as a fresh engine would
+            strategy = served.make()
+            runs.append((run_session(name, ev, cfg, strategy, journal, progress=bar), strategy))
+    for r, strategy in runs:
         _show(r, out)
+        if isinstance(strategy, EnsembleStrategy) and strategy.warming:
+            console.print(f"the ensemble abstained at {strategy.warming:,} of "
+                          f"{r.stats.decisions:,} decisions while its windows filled")  # fmt: skip
     console.print(f"journal: {journal_path}")
+
+
+def _describe_models(served: Served) -> None:
+    s = served.strategy
+    if not isinstance(s, EnsembleStrategy):
+        console.print(f"serving one model: {s.name}")
+        return
+    members = ", ".join(f"{m} x{w:g}" for m, w in s.served.ensemble.cfg.weights.items())
+    label = " (trained on SYNTHETIC data)" if served.synthetic else ""
+    console.print(f"serving bundle {s.name}{label}: ensemble of {members}")
+    for verdict in s.served.ensemble_manifest.held_out.verdicts:
+        console.print(f"  held out: {verdict}")
 
 
 @app.command()
 def ablate(
     data: Path = typer.Option(DEFAULT_ES_FILE, "--data", help="a Databento MBO file"),
-    model: Path | None = typer.Option(None, help="model directory (default: the config's)"),
+    model: Path | None = typer.Option(None, help=MODEL_HELP),
     synthetic_hours: float = typer.Option(
         0.0, help="instead of --data: this many hours of a SYNTHETIC queue-reactive ES day"
     ),
@@ -188,7 +197,7 @@ def ablate(
         name = f"SYNTHETIC {synthetic_hours:g} h"
     else:
         ev, name = _events(data), data.name
-    variants = default_variants(cfg, _load_model(model or cfg.model_dir))
+    variants = default_variants(cfg, _serve(model or cfg.model.path, cfg).make)
     with progress_bar() as bar:
         task = bar.add_task(f"ablation on {name}", total=len(variants))
         runs = []

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from esml.alpha.model import AlphaModel
 from esml.alpha.rules import make_rule_strategy
-from esml.alpha.strategy import ModelStrategy, Strategy
+from esml.alpha.strategy import Strategy
 from esml.config import EsmlConfig
 from esml.engine.backtest import run_backtest
 from esml.evaluation.ablation import RunResult
@@ -33,17 +32,18 @@ class Variant:
     cfg: EsmlConfig
 
 
-def default_variants(cfg: EsmlConfig, model: AlphaModel | None) -> list[Variant]:
-    """The seeds' comparison: the model with every gate, the model with only the hard risk
-    limits, and each rule strategy with every gate."""
+def default_variants(cfg: EsmlConfig, make_model: Callable[[], Strategy] | None) -> list[Variant]:
+    """The seeds' comparison: the model (or ensemble) with every gate, the same with only
+    the hard risk limits, and each rule strategy with every gate; each run gets a fresh
+    strategy, so no run inherits another's state."""
     out: list[Variant] = []
-    if model is not None:
+    if make_model is not None:
         loose = cfg.model_copy(
             update={"risk": cfg.risk.model_copy(update={"gates_off": FILTER_GATES})}
         )
         out += [
-            Variant("model, all gates", lambda: ModelStrategy(model), cfg),
-            Variant("model, risk limits only", lambda: ModelStrategy(model), loose),
+            Variant("model, all gates", make_model, cfg),
+            Variant("model, risk limits only", make_model, loose),
         ]
     tick = cfg.instrument_spec.tick_size
     for kind in ("zscore_regime", "momentum", "mean_reversion"):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from esml.alpha.inputs import ModelInputs, ReadsWindows
 from esml.alpha.model import AlphaModel
 from esml.alpha.strategy import ModelStrategy, Strategy
 from esml.broker.paper import PaperBroker
@@ -22,6 +23,7 @@ from esml.data.book import BookState, l2_levels
 from esml.decision.gates import GateStack
 from esml.decision.proposal import AccountState
 from esml.decision.protections import note_entry, record_round_trip
+from esml.engine.champion_watch import ChampionWatch
 from esml.engine.trader import Decision, Trader
 from esml.execution.manager import PositionManager
 from esml.features.batch import decision_ok, next_decision
@@ -53,6 +55,7 @@ class EngineStats:
     fills: int = 0
     rejected_by_broker: int = 0
     mids: list[tuple[int, float]] = field(default_factory=list)  # (ts, mid) per decision
+    swaps: list[tuple[int, str]] = field(default_factory=list)  # (ts, strategy now serving)
 
 
 class Engine:
@@ -66,6 +69,7 @@ class Engine:
         symbol: str | None = None,
         source: str = "model",
         exchange: ExchangeConfig | None = None,
+        watch: ChampionWatch | None = None,
     ) -> None:
         self.cfg = cfg
         self.instrument = cfg.instrument_spec
@@ -73,6 +77,8 @@ class Engine:
         if isinstance(strategy, AlphaModel):
             strategy = ModelStrategy(strategy)
         self.strategy = strategy
+        self.inputs = _inputs_of(strategy)
+        self.watch = watch
         self.journal = journal
         self.account = account
         self.source = source
@@ -112,6 +118,8 @@ class Engine:
             self.stats.events += j - i
             if j > i:
                 self.last_event_ns = int(ev["ts_recv"][j - 1])
+                if self.inputs is not None:
+                    self.inputs.on_events(ev, i, j, fs)
             i = j
             if why == UPDATE:
                 self.broker.now_ns = self.broker.next_update_ns
@@ -150,6 +158,8 @@ class Engine:
     # --- decision points -------------------------------------------------------------
     def _decide(self, ts: int) -> None:
         self.broker.now_ns = ts
+        if self.watch is not None:
+            self._swap(ts, self.watch.poll(ts))
         day = trading_day(ts)
         if day != self.account.trading_day:
             self.account.roll_to(day)  # an open trip counts, whole, for the day it closes in
@@ -161,14 +171,11 @@ class Engine:
         mid = 0.5 * (bid + ask)
         self.manager.on_market(ts, bid, ask, mid)  # trailing, time exits, timeouts
         self._take_broker_updates()
-        fs = self.features
-        if not ready(fs.s, ts):
+        if not ready(self.features.s, ts):
             return
         self.stats.decisions += 1
         self.stats.mids.append((ts, mid))
-        l2_levels(meta, bid_qty, ask_qty, self._depth)
-        compute(fs.s, fs.ring, ts, bp, ap, bs, as_, self._depth, self.instrument.tick_fixed,
-                self._row)  # fmt: skip
+        self._compute_features(ts, bp, bs, ap, as_)
         self.account.position = self.manager.position
         d = self.trader.decide(ts, self._row, (bp, bs, ap, as_), self.account,
                                self.last_event_ns)  # fmt: skip
@@ -178,7 +185,11 @@ class Engine:
         if d.signal.side is None and not d.signal.exit_position:
             return
         outcome = self.manager.on_signal(
-            d.signal, d.qty, d.stop_ticks, d.target_ticks, ts,
+            d.signal,
+            d.qty,
+            d.stop_ticks,
+            d.target_ticks,
+            ts,
             horizon_s=self.cfg.features.horizon_s,
         )
         if outcome.action in ("entry", "add"):
@@ -187,6 +198,27 @@ class Engine:
         elif outcome.action == "rejected":
             self.stats.rejected_by_broker += 1
         self._take_broker_updates()
+
+    def _compute_features(self, ts: int, bp: int, bs: int, ap: int, as_: int) -> None:
+        """The feature row at `ts` from the kernel's state, and the bar it may close."""
+        fs = self.features
+        l2_levels(self.book.meta, self.book.bid_qty, self.book.ask_qty, self._depth)
+        compute(fs.s, fs.ring, ts, bp, ap, bs, as_, self._depth, self.instrument.tick_fixed,
+                self._row)  # fmt: skip
+        if self.inputs is not None:
+            self.inputs.on_decision(fs)  # `compute` may have closed a minute bar
+
+    def _swap(self, ts: int, strategy: Strategy | None) -> None:
+        """Serve a new strategy from this decision on; the position and its orders stay
+        with the position manager, whoever's signal opened them."""
+        if strategy is None:
+            return
+        inputs = _inputs_of(strategy)
+        if inputs is not None and self.inputs is not None and inputs is not self.inputs:
+            raise ValueError("a swapped-in strategy must read the engine's running windows")
+        self.strategy = self.trader.strategy = strategy
+        self.inputs = inputs
+        self.stats.swaps.append((ts, strategy.name))
 
     def _journal_decision(self, ts: int, d: Decision) -> None:
         s = d.signal
@@ -225,3 +257,7 @@ class Engine:
         if self.manager.position == 0 and self._trip_cash != 0.0:
             record_round_trip(self.account, self._trip_cash, self.broker.now_ns, self.cfg.risk)
             self._trip_cash = 0.0
+
+
+def _inputs_of(strategy: Strategy) -> ModelInputs | None:
+    return strategy.inputs if isinstance(strategy, ReadsWindows) else None

@@ -24,7 +24,7 @@ async def paced(
     time runs `speed` times faster than the wall clock (None: no sleeping)."""
     if len(events) == 0:
         return
-    ts = events["ts_recv"]
+    ts = events["ts_recv"].astype(np.int64)  # once: a strided uint64 view is copied per search
     start = int(ts[0])
     i = 0
     loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from esml.alpha.model import AlphaModel
+from esml.alpha.strategy import Strategy
 from esml.config import EsmlConfig
 from esml.decision.proposal import AccountState
 from esml.engine.engine import Engine, EngineStats
@@ -41,7 +42,7 @@ def run_session(
     name: str,
     events: np.ndarray,
     cfg: EsmlConfig,
-    model: AlphaModel,
+    strategy: Strategy | AlphaModel,
     journal: Journal,
     *,
     speed: float | None = None,
@@ -51,7 +52,7 @@ def run_session(
     if len(events) == 0:
         raise ValueError(f"{name}: no events to replay")
     account = AccountState(trading_day(int(events["ts_recv"][0])))
-    engine = Engine(cfg, model, journal, account)
+    engine = Engine(cfg, strategy, journal, account)
     task = progress.add_task(name, total=len(events)) if progress else None
 
     def advance_bar(n: int) -> None:

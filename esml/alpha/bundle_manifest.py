@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from esml.alpha.calibration import MulticlassCalibrator
 from esml.alpha.ensemble import EnsembleConfig
 from esml.alpha.manifest import ModelFileError, Sha256, write_atomic
-from esml.alpha.regime import RegimeConfig
+from esml.alpha.regime_config import RegimeConfig
 
 BUNDLE_FILE = "bundle.json"
 ENSEMBLE_FILE = "ensemble.json"

@@ -16,9 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from esml.alpha.manifest import MODEL_FILE, ModelFileError, ModelManifest, file_sha256, write_atomic
-from esml.alpha.sequence_model import SequenceManifest
-from training.manifests import (
+from esml.alpha.bundle_manifest import (
     BUNDLE_FILE,
     BundleManifest,
     BundleMember,
@@ -26,6 +24,8 @@ from training.manifests import (
     RegimeManifest,
     load_json,
 )
+from esml.alpha.manifest import MODEL_FILE, ModelFileError, ModelManifest, file_sha256, write_atomic
+from esml.alpha.sequence_model import SequenceManifest
 
 CHAMPION_FILE = "champion"
 TMP_PREFIX = ".tmp-"
