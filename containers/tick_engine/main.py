@@ -62,7 +62,9 @@ async def run_service() -> None:
         finally:  # the data ended or ECS is stopping the task: leave nothing open
             engine.finish(engine.last_event_ns, "session over")
             served.close()
-    log.info("session over: %s", engine.stats)
+    st = engine.stats
+    log.info("session over: %d events, %d decisions, %d signals, %d orders, %d fills; swaps %s",
+             st.events, st.decisions, st.signals, st.orders, st.fills, st.swaps)  # fmt: skip
 
 
 def main() -> None:

@@ -104,12 +104,12 @@ class MetaLearner:
         if not tick_size > 0:
             raise ValueError(f"tick_size must be positive, got {tick_size}")
         self._cfg = cfg
-        self._base = _base_weights(cfg, names)
+        self._base = _base_weights(cfg, names).tolist()
         self._tick = float(tick_size)
         self._h = round(cfg.horizon_s * _NS)
-        self._pending: deque[tuple[int, float, np.ndarray]] = deque()
-        self._outcomes: deque[np.ndarray] = deque()
-        self._correct = np.zeros(len(self._base), np.int64)
+        self._pending: deque[tuple[int, float, tuple[int, ...]]] = deque()
+        self._outcomes: deque[tuple[bool, ...]] = deque()
+        self._correct = [0] * len(self._base)
         self._last: tuple[int, float] | None = None
 
     @property
@@ -117,8 +117,18 @@ class MetaLearner:
         """Outcomes inside the window now."""
         return len(self._outcomes)
 
-    def weights(self) -> np.ndarray:
-        return _meta_shares(self._cfg, self._base, self._correct, len(self._outcomes))
+    def weights(self) -> list[float]:
+        """The shares now: `_meta_shares`' formula on one row in plain floats, because this
+        runs at every decision and numpy's per-call overhead would cost more than the
+        arithmetic (a test holds the streaming and batch paths within 1e-12)."""
+        cfg, n = self._cfg, len(self._outcomes)
+        denom = n + cfg.meta_prior
+        w = []
+        for base, hits in zip(self._base, self._correct, strict=True):
+            acc = (hits + cfg.meta_prior * _CHANCE) / denom if denom > 0 else _CHANCE
+            w.append(base * math.exp(cfg.meta_sharpness * (acc - _CHANCE)))
+        total = sum(w)
+        return [x / total for x in w]
 
     def observe(self, ts_ns: int, mid: float) -> None:
         """A new mid: resolve every pending decision whose horizon has now elapsed."""
@@ -126,7 +136,7 @@ class MetaLearner:
             raise ValueError(
                 f"time must move forward: {ts_ns} after {self._last[0]} (one mid per instant)"
             )
-        if not (np.isfinite(mid) and mid > 0):
+        if not (math.isfinite(mid) and mid > 0):
             raise ValueError(f"mid must be a finite positive price, got {mid}")
         while self._pending and self._pending[0][0] + self._h <= ts_ns:
             t, mid_t, votes = self._pending.popleft()
@@ -135,20 +145,22 @@ class MetaLearner:
             last = self._last if self._last is not None else (ts_ns, mid)
             fut_ts, fut_mid = (ts_ns, mid) if ts_ns == end else last
             if fut_ts >= end - self._h // 4:  # not across a gap in the data
-                self._add_outcome(votes == _label(fut_mid - mid_t, self._cfg, self._tick))
+                label = _label(fut_mid - mid_t, self._cfg, self._tick)
+                self._add_outcome(tuple(v == label for v in votes))
         self._last = (ts_ns, float(mid))
 
-    def record(self, ts_ns: int, mid: float, votes: np.ndarray) -> None:
+    def record(self, ts_ns: int, mid: float, votes: Sequence[int]) -> None:
         """The votes of a decision made at `ts_ns` (after `observe` of the same instant)."""
         if self._last is None or self._last[0] != ts_ns:
             raise ValueError("observe the decision's own mid before recording its votes")
-        self._pending.append((ts_ns, float(mid), np.asarray(votes, np.int8).copy()))
+        self._pending.append((ts_ns, float(mid), tuple(int(v) for v in votes)))
 
-    def _add_outcome(self, correct: np.ndarray) -> None:
+    def _add_outcome(self, correct: tuple[bool, ...]) -> None:
         self._outcomes.append(correct)
-        self._correct += correct
+        self._correct = [c + k for c, k in zip(self._correct, correct, strict=True)]
         if len(self._outcomes) > self._cfg.meta_window:
-            self._correct -= self._outcomes.popleft()
+            old = self._outcomes.popleft()
+            self._correct = [c - k for c, k in zip(self._correct, old, strict=True)]
 
 
 class Ensemble:
@@ -190,7 +202,7 @@ class Ensemble:
         _same_names(self.names, probas, "probabilities")
         p = [_check_row(name, probas[name]) for name in self.names]
         self.meta.observe(ts_ns, mid)
-        w = self.meta.weights().tolist()
+        w = self.meta.weights()
         votes = [max(range(N_CLASSES), key=row.__getitem__) for row in p]  # first max wins
         mix = [sum(w[m] * p[m][c] for m in range(len(p))) for c in range(N_CLASSES)]
         by_class = [sum(w[m] for m in range(len(p)) if votes[m] == c) for c in range(N_CLASSES)]
@@ -199,7 +211,7 @@ class Ensemble:
         agreed = agreement >= self.cfg.min_agreement - _SHARE_TOLERANCE
         proba = self.calibrator.transform_one(mix) if self.calibrator is not None else mix
         direction = winner if agreed else FLAT
-        self.meta.record(ts_ns, mid, np.array(votes, np.int8))
+        self.meta.record(ts_ns, mid, votes)
         return EnsembleDecision(
             ts_ns=int(ts_ns),
             p_down=proba[DOWN],

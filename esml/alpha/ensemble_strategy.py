@@ -13,7 +13,7 @@ import numpy as np
 from esml.alpha.bundle import TREES, ServedBundle
 from esml.alpha.inputs import ModelInputs
 from esml.alpha.strategy import Signal
-from esml.execution.orders import Side
+from esml.market.side import Side
 
 _SIDES = {"up": Side.BUY, "down": Side.SELL, "flat": None}
 

@@ -30,9 +30,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from esml.alpha.strategy import Signal, Strategy
-from esml.execution.orders import Side
 from esml.features.streaming import FEATURE_NAMES
 from esml.market.instruments import ES
+from esml.market.side import Side
 
 
 class _Strict(BaseModel):

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from esml.alpha.model import AlphaModel
-from esml.execution.orders import Side
+from esml.market.side import Side
 
 
 @dataclass(frozen=True)

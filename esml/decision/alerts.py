@@ -30,10 +30,11 @@ from pydantic import (
 )
 
 from esml.decision.proposal import Proposal
-from esml.execution.orders import Side, client_order_id
+from esml.execution.orders import client_order_id
 from esml.market.calendar import trading_date
 from esml.market.contracts import MONTH_CODES, QUARTERLY_MONTHS, front_contract
 from esml.market.instruments import Instrument, instrument_for
+from esml.market.side import Side
 
 MAX_ALERT_CONTRACTS = 100
 """A sanity bound on one alert; the risk gates enforce the real position limit."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from esml.execution.orders import Side
+from esml.market.side import Side
 
 
 class TradingState(enum.StrEnum):

@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 
 from esml.config import SizingConfig
-from esml.execution.orders import Side
 from esml.market.instruments import Instrument
+from esml.market.side import Side
 
 
 class Tier(enum.StrEnum):

@@ -6,22 +6,7 @@ import enum
 import hashlib
 from dataclasses import dataclass, field
 
-
-class Side(enum.StrEnum):
-    BUY = "Buy"
-    SELL = "Sell"
-
-    @property
-    def sign(self) -> int:
-        return 1 if self is Side.BUY else -1
-
-    @property
-    def opposite(self) -> Side:
-        return Side.SELL if self is Side.BUY else Side.BUY
-
-    @classmethod
-    def of_position(cls, signed_qty: int) -> Side:
-        return cls.BUY if signed_qty > 0 else cls.SELL
+from esml.market.side import Side
 
 
 class OrderType(enum.StrEnum):
