@@ -32,10 +32,24 @@ TMP_PREFIX = ".tmp-"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def staging_dir(root: Path, name: str) -> Path:
-    """A fresh hidden directory under `root` to build a bundle in."""
+def check_name(name: str) -> str:
+    """A bundle name is one plain path component: never `..`, a slash or a hidden file."""
     if not _NAME.match(name):
         raise ValueError(f"bundle name {name!r}: letters, digits, '.', '_' and '-' only")
+    return name
+
+
+def champion_name(root: Path) -> str | None:
+    """What the pointer names now, unverified (cheap: one small read), or None."""
+    try:
+        return (Path(root) / CHAMPION_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def staging_dir(root: Path, name: str) -> Path:
+    """A fresh hidden directory under `root` to build a bundle in."""
+    check_name(name)
     root.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-", dir=root))
 
@@ -45,8 +59,7 @@ def publish(staged: Path, root: Path, name: str, *, keep: int = 2) -> Path:
     the newest `keep` bundles (the champion always stays)."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    if not _NAME.match(name):
-        raise ValueError(f"bundle name {name!r}: letters, digits, '.', '_' and '-' only")
+    check_name(name)
     load_bundle(staged)  # complete and verified, or nothing moves
     final = root / name
     if final.exists():

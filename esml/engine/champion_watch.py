@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from esml.alpha.manifest import ModelFileError
-from esml.alpha.registry import CHAMPION_FILE
+from esml.alpha.registry import champion_name
 from esml.alpha.strategy import Strategy
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class ChampionWatch:
         if self._checked is not None and ts_ns - self._checked < self._every:
             return None
         self._checked = ts_ns
-        name = self._pointer()
+        name = champion_name(self.root)
         if name is None or name == self.serving or name in self.failed:
             return None
         future: Future[Strategy]
@@ -86,9 +86,3 @@ class ChampionWatch:
         log.info("champion %s loaded; replacing %s", name, self.serving)
         self.serving = name
         return strategy
-
-    def _pointer(self) -> str | None:
-        try:
-            return (self.root / CHAMPION_FILE).read_text().strip() or None
-        except FileNotFoundError:
-            return None
