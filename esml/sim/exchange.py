@@ -188,8 +188,8 @@ class Exchange:
         self.xm = np.zeros(X_FIELDS, np.int64)
         self.xm[X_NEXT_ACTION] = NEVER
         self.xm[X_NEXT_VISIBLE] = NEVER
-        self.xm[X_RNG] = np.random.SeedSequence(cfg.seed).generate_state(1, np.uint64)[0].view(
-            np.int64
+        self.xm[X_RNG] = (
+            np.random.SeedSequence(cfg.seed).generate_state(1, np.uint64)[0].view(np.int64)
         )
         self.xm[X_QUEUE_MODE] = QUEUE_PROBABILISTIC if cfg.queue == "probabilistic" else QUEUE_FIFO
         lat = cfg.latency
@@ -375,7 +375,6 @@ class Exchange:
         why = why.format(max_qty=self.cfg.max_order_qty, band=self.cfg.price_band_ticks)
         return Report(kind, row[R_SLOT], row[R_TS], row[R_VISIBLE], row[R_QTY], row[R_PRICE],
                       code, why)  # fmt: skip
-
 
 
 __all__ = [

@@ -494,8 +494,10 @@ def _modify(xm, xo, xa, xr, xf, meta, bid_qty, ask_qty, slot, ts) -> None:
     if new_qty != 0 and (new_qty <= o[O_FILLED] or new_qty > xm[X_MAX_QTY]):
         _report(xm, xr, xf, K_MODIFY_REJECTED, slot, ts, 0, 0, REJ_BAD_QTY)
         return
-    if o[O_TYPE] == T_LIMIT and price != o[O_PRICE] and _outside_band(
-        xm, meta, bid_qty, ask_qty, o[O_SIDE], price
+    if (
+        o[O_TYPE] == T_LIMIT
+        and price != o[O_PRICE]
+        and _outside_band(xm, meta, bid_qty, ask_qty, o[O_SIDE], price)
     ):
         _report(xm, xr, xf, K_MODIFY_REJECTED, slot, ts, 0, 0, REJ_BAND)
         return
