@@ -118,17 +118,21 @@ class LocalContext:
         return 25_000
 
 
-def tradovate_sim(**overrides: Any) -> TradovateSim:
-    kwargs: dict[str, Any] = {
+def sim_arguments(**overrides: Any) -> dict[str, Any]:
+    """The test account's login, account and market, for any `TradovateSim` (or subclass)."""
+    return {
         "name": TRADOVATE_LOGIN["name"],
         "password": TRADOVATE_LOGIN["password"],
         "cid": TRADOVATE_LOGIN["cid"],
         "sec": TRADOVATE_LOGIN["sec"],
         "accounts": [ACCOUNT_SPEC],
         "prices": MARKET,
+        **overrides,
     }
-    kwargs.update(overrides)
-    return TradovateSim(**kwargs)
+
+
+def tradovate_sim(**overrides: Any) -> TradovateSim:
+    return TradovateSim(**sim_arguments(**overrides))
 
 
 def alert(**overrides: Any) -> dict[str, Any]:

@@ -27,13 +27,11 @@ from esml.sim.tradovate_api import (
     _fill_price,
     _NotFound,
     _Order,
-    _Position,
     _priced,
     _Refused,
     _require,
-    _stamp,
 )
-from tests.aws_fixtures import ACCOUNT_SPEC, MARKET, TRADOVATE_LOGIN
+from tests.aws_fixtures import sim_arguments
 
 SYMBOL = "ESH5"
 TICK = 0.25
@@ -52,17 +50,7 @@ class ExecutionSim(TradovateSim):
                  **overrides: Any) -> None:  # fmt: skip
         self.start = datetime.now(UTC).replace(microsecond=0)
         self.now = self.start
-        kwargs: dict[str, Any] = {
-            "name": TRADOVATE_LOGIN["name"],
-            "password": TRADOVATE_LOGIN["password"],
-            "cid": TRADOVATE_LOGIN["cid"],
-            "sec": TRADOVATE_LOGIN["sec"],
-            "accounts": [ACCOUNT_SPEC],
-            "prices": MARKET,
-            "clock": lambda: self.now,
-        }
-        kwargs.update(overrides)
-        super().__init__(**kwargs)
+        super().__init__(**sim_arguments(clock=lambda: self.now, **overrides))
         self.fill_cap = fill_cap
         self.script = list(script or [])
         self.cursor = -1
@@ -270,36 +258,10 @@ class ExecutionSim(TradovateSim):
                 changed = True
 
     def _fill_part(self, o: _Order, price: float, qty: int) -> None:
-        now = self._clock()
-        self._fills.append(
-            {
-                "id": self._next_id(),
-                "orderId": o.id,
-                "contractId": o.contract_id,
-                "timestamp": _stamp(now),
-                "tradeDate": {"year": now.year, "month": now.month, "day": now.day},
-                "action": o.action,
-                "qty": qty,
-                "price": price,
-                "active": True,
-                "finallyPaired": 0,
-            }
-        )
+        self._book_fill(o, price, qty)
         self._filled[o.id] = self._filled.get(o.id, 0) + qty
         if self._filled[o.id] >= o.qty:
             o.status = "Filled"
-        pos = self._positions.setdefault((o.account_id, o.contract_id), _Position())
-        signed = qty if o.action == "Buy" else -qty
-        if o.action == "Buy":
-            pos.bought, pos.bought_value = pos.bought + qty, pos.bought_value + qty * price
-        else:
-            pos.sold, pos.sold_value = pos.sold + qty, pos.sold_value + qty * price
-        if pos.net == 0 or (pos.net > 0) == (signed > 0):
-            held = abs(pos.net)
-            pos.net_price = ((pos.net_price or 0.0) * held + price * qty) / (held + qty)
-        pos.net += signed
-        if pos.net == 0:
-            pos.net_price = None
         for leg_id in o.legs:  # released at their full quantity on the first fill
             if self._orders[leg_id].status == "Suspended":
                 self._orders[leg_id].status = "Working"

@@ -69,17 +69,6 @@ def test_calibration_fitted_on_its_fold_repairs_a_later_fold(balanced_trees, met
     assert abs(q[:, 0].mean() - np.mean(y_test == 0)) < 0.03
 
 
-@pytest.mark.parametrize("method", ["isotonic", "platt"])
-def test_one_row_at_a_time_gives_the_batch_answer(balanced_trees, method) -> None:
-    p_cal, y_cal, p_test, _ = balanced_trees
-    calibrator = fit_calibrator(p_cal, y_cal, method)
-    rows = np.vstack([p_test[:500], np.eye(3), [[1 / 3] * 3]])  # the curves' ends too
-    one = np.array([calibrator.transform_one(r.tolist()) for r in rows])
-    np.testing.assert_allclose(one, calibrator.transform(rows), rtol=0, atol=1e-12)
-    with pytest.raises(ValueError, match="within"):
-        calibrator.transform_one([0.5, float("nan"), 0.5])
-
-
 def test_isotonic_curves_are_sklearns_then_renormalised(balanced_trees) -> None:
     p_cal, y_cal, p_test, _ = balanced_trees
     calibrator = fit_calibrator(p_cal, y_cal, "isotonic")
@@ -162,5 +151,7 @@ def test_bad_input_is_refused(balanced_trees) -> None:
     calibrator = fit_calibrator(p_cal, y_cal, "platt")
     with pytest.raises(ValueError, match=r"shape \[n, 3\]"):
         calibrator.transform(p_cal[:, :2])
+    with pytest.raises(ValueError, match="within"):
+        calibrator.transform_one([0.5, float("nan"), 0.5])
     with pytest.raises(ValueError, match="n_bins"):
         reliability_curve(p_cal, y_cal, n_bins=0)

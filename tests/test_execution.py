@@ -9,7 +9,6 @@ ticks = 2.00 points, so the exchange-held stop starts at 5770.25 and the target 
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Iterator
 
@@ -22,7 +21,7 @@ from esml.broker.base import OPTIONAL_CAPABILITIES, Broker
 from esml.broker.paper import PaperBroker
 from esml.broker.tradovate import TradovateClient, TradovateCredentials
 from esml.data.book import BookState
-from esml.execution.journaling import ExecutionNote, PositionPlan, latest_plan
+from esml.execution.journaling import PositionPlan, latest_plan
 from esml.execution.manager import Outcome, PositionManager
 from esml.execution.orders import Order, OrderRole, OrderStatus, OrderType, Side
 from esml.execution.ports import (
@@ -33,7 +32,6 @@ from esml.execution.recovery import RecoveryError, recover
 from esml.execution.rules import ExitRules
 from esml.execution.state_machine import IllegalTransition, OrderTracker
 from esml.execution.trailing import stop_level
-from esml.journal.base import DecisionRecord
 from esml.journal.sqlite import SQLiteJournal
 from esml.market.events import ADD, ASK, BID, CANCEL, TRADE, empty_events
 from esml.market.instruments import ES
@@ -589,14 +587,11 @@ def test_every_transition_of_a_whole_trade_is_journaled_with_a_reason(
 
 
 def test_notes_and_plans_round_trip_through_the_journal() -> None:
-    assert [f.name for f in dataclasses.fields(ExecutionNote)] == [
-        f.name for f in dataclasses.fields(DecisionRecord)
-    ]
     j = SQLiteJournal(":memory:")
     plan = PositionPlan("e1", SYMBOL, Side.SELL, 8, 32, None, 1, 99, stop_price=5774.25)
-    j.record_decision(plan.note(5, 1, "entry"))  # type: ignore[arg-type]
-    assert latest_plan(j.decisions(), SYMBOL) == plan  # type: ignore[arg-type]
-    assert latest_plan(j.decisions(), "NQH5") is None  # type: ignore[arg-type]
+    j.record_decision(plan.note(5, 1, "entry"))
+    assert latest_plan(j.decisions(), SYMBOL) == plan
+    assert latest_plan(j.decisions(), "NQH5") is None
 
 
 # --- the same manager on the paper exchange (asynchronous reports, exchange-sized legs) ---

@@ -314,16 +314,17 @@ def _train_regime(
     check = rows.x[held] if len(held) else x[-1000:]
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / MODEL_FILE, final.export_onnx(check[:2000]))
-    created = datetime.now(UTC)
     sha = file_sha256(out / MODEL_FILE)
     manifest = RegimeManifest(
-        name=f"{cfg.instrument.lower()}_regime_{rc.horizon_s:g}s",
-        version=f"{created:%Y%m%dT%H%M%SZ}-{sha[:8]}",
-        created_at=created,
-        training_time_s=round(time.perf_counter() - started, 3),
-        synthetic_training_data=synthetic,
-        data_sha256={n: events_sha256(ev) for n, ev in train_events.items()},
-        instrument=cfg.instrument,
+        **_provenance(
+            "regime",
+            rc.horizon_s,
+            sha,
+            cfg=cfg,
+            started=started,
+            synthetic=synthetic,
+            events=train_events,
+        ),
         feature_names=names,
         feature_version=rows.feature_version,
         classes=list(REGIMES),
@@ -425,16 +426,17 @@ def _train_ensemble(
         baselines={b: _intervals(scores[b].metrics) for b in BASELINES},
         verdicts=[c.sentence("the ensemble", BASELINE_LABELS[c.baseline]) for c in comparisons],
     )
-    created = datetime.now(UTC)
     body = calibrator.model_dump_json() if calibrator is not None else ""
     manifest = EnsembleManifest(
-        name=f"{cfg.instrument.lower()}_ensemble_{cfg.features.horizon_s:g}s",
-        version=f"{created:%Y%m%dT%H%M%SZ}-{hashlib.sha256(body.encode()).hexdigest()[:8]}",
-        created_at=created,
-        training_time_s=round(time.perf_counter() - started, 3),
-        synthetic_training_data=synthetic,
-        data_sha256={n: events_sha256(ev) for n, ev in sources.items()},
-        instrument=cfg.instrument,
+        **_provenance(
+            "ensemble",
+            cfg.features.horizon_s,
+            hashlib.sha256(body.encode()).hexdigest(),
+            cfg=cfg,
+            started=started,
+            synthetic=synthetic,
+            events=sources,
+        ),
         config=ecfg,
         calibrator=calibrator,
         members=[
@@ -451,6 +453,30 @@ def _train_ensemble(
     out.mkdir(parents=True, exist_ok=True)
     save_json(manifest, out / ENSEMBLE_FILE)
     return manifest
+
+
+def _provenance(
+    kind: str,
+    horizon_s: float,
+    digest: str,
+    *,
+    cfg: EsmlConfig,
+    started: float,
+    synthetic: bool,
+    events: Mapping[str, np.ndarray],
+) -> dict[str, object]:
+    """The fields a component's manifest opens with: what it is, which version (its time
+    and the digest of what it learnt), how long it took, and what data it saw."""
+    created = datetime.now(UTC)
+    return {
+        "name": f"{cfg.instrument.lower()}_{kind}_{horizon_s:g}s",
+        "version": f"{created:%Y%m%dT%H%M%SZ}-{digest[:8]}",
+        "created_at": created,
+        "training_time_s": round(time.perf_counter() - started, 3),
+        "synthetic_training_data": synthetic,
+        "data_sha256": {n: events_sha256(ev) for n, ev in events.items()},
+        "instrument": cfg.instrument,
+    }
 
 
 def _served_proba(name: str, directory: Path, rows: Rows, idx: np.ndarray) -> np.ndarray:

@@ -61,17 +61,13 @@ class MulticlassCalibrator(BaseModel):
     def transform(self, proba: np.ndarray) -> np.ndarray:
         """Calibrated probabilities [n, k] of raw probabilities [n, k]; rows sum to one."""
         p = _check_proba(proba, self.n_classes)
-        out = np.empty_like(p)
-        for c, curve in enumerate(self.curves):
-            if self.method == "isotonic":
-                out[:, c] = np.interp(p[:, c], curve.x, curve.y)
-            else:
-                out[:, c] = _sigmoid(curve.a * _logit(p[:, c]) + curve.b)
-        out = np.maximum(out, PROBABILITY_FLOOR)
-        return out / out.sum(axis=1, keepdims=True)
+        return np.array([self.transform_one(row) for row in p.tolist()], np.float64).reshape(
+            p.shape
+        )
 
     def transform_one(self, proba: Sequence[float]) -> list[float]:
-        """`transform` of one row in plain floats, for the per-decision path."""
+        """One row, in plain floats: the live ensemble calls it at every decision, where
+        numpy's per-call overhead would cost more than the arithmetic."""
         if len(proba) != self.n_classes:
             raise ValueError(f"probabilities must have {self.n_classes} classes, got {len(proba)}")
         out = []

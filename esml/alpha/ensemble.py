@@ -22,7 +22,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -118,17 +118,7 @@ class MetaLearner:
         return len(self._outcomes)
 
     def weights(self) -> list[float]:
-        """The shares now: `_meta_shares`' formula on one row in plain floats, because this
-        runs at every decision and numpy's per-call overhead would cost more than the
-        arithmetic (a test holds the streaming and batch paths within 1e-12)."""
-        cfg, n = self._cfg, len(self._outcomes)
-        denom = n + cfg.meta_prior
-        w = []
-        for base, hits in zip(self._base, self._correct, strict=True):
-            acc = (hits + cfg.meta_prior * _CHANCE) / denom if denom > 0 else _CHANCE
-            w.append(base * math.exp(cfg.meta_sharpness * (acc - _CHANCE)))
-        total = sum(w)
-        return [x / total for x in w]
+        return _meta_shares(self._cfg, self._base, self._correct, len(self._outcomes))
 
     def observe(self, ts_ns: int, mid: float) -> None:
         """A new mid: resolve every pending decision whose horizon has now elapsed."""
@@ -194,34 +184,23 @@ class Ensemble:
     def decide_probas(
         self, ts_ns: int, mid: float, probas: Mapping[str, Sequence[float]]
     ) -> EnsembleDecision:
-        """Combine probabilities already computed; `mid` is the mid at `ts_ns`.
-
-        One row, in plain floats: `_combine`'s arithmetic in the same order without numpy's
-        per-call overhead, which would cost more than the trees' inference (a test holds
-        the two paths within 1e-12)."""
+        """Combine probabilities already computed; `mid` is the mid at `ts_ns`."""
         _same_names(self.names, probas, "probabilities")
         p = [_check_row(name, probas[name]) for name in self.names]
         self.meta.observe(ts_ns, mid)
         w = self.meta.weights()
-        votes = [max(range(N_CLASSES), key=row.__getitem__) for row in p]  # first max wins
-        mix = [sum(w[m] * p[m][c] for m in range(len(p))) for c in range(N_CLASSES)]
-        by_class = [sum(w[m] for m in range(len(p)) if votes[m] == c) for c in range(N_CLASSES)]
-        winner = max(range(N_CLASSES), key=by_class.__getitem__)
-        agreement = by_class[winner]
-        agreed = agreement >= self.cfg.min_agreement - _SHARE_TOLERANCE
-        proba = self.calibrator.transform_one(mix) if self.calibrator is not None else mix
-        direction = winner if agreed else FLAT
-        self.meta.record(ts_ns, mid, votes)
+        r = _combine_row(self.cfg, p, w, self.calibrator)
+        self.meta.record(ts_ns, mid, r.votes)
         return EnsembleDecision(
             ts_ns=int(ts_ns),
-            p_down=proba[DOWN],
-            p_flat=proba[FLAT],
-            p_up=proba[UP],
-            direction=CLASSES[direction],
-            agreed=agreed,
-            confidence=proba[direction] if agreed else 0.0,
-            agreement=agreement,
-            votes={n: CLASSES[v] for n, v in zip(self.names, votes, strict=True)},
+            p_down=r.proba[DOWN],
+            p_flat=r.proba[FLAT],
+            p_up=r.proba[UP],
+            direction=CLASSES[r.direction],
+            agreed=r.agreed,
+            confidence=r.confidence,
+            agreement=r.agreement,
+            votes={n: CLASSES[v] for n, v in zip(self.names, r.votes, strict=True)},
             weights=dict(zip(self.names, w, strict=True)),
         )
 
@@ -272,21 +251,53 @@ def fit_ensemble_calibrator(
 # ---------------------------------------------------------------------------- internals
 
 
+class _Row(NamedTuple):
+    proba: list[float]
+    direction: int
+    confidence: float
+    agreement: float
+    agreed: bool
+    votes: list[int]
+
+
+def _combine_row(
+    cfg: EnsembleConfig,
+    p: Sequence[Sequence[float]],
+    w: Sequence[float],
+    calibrator: MulticlassCalibrator | None,
+) -> _Row:
+    """One decision from each model's probabilities `p` [M][3] and weight shares `w` [M]:
+    the live ensemble's rule, and (row by row) the batch path's. Plain floats: it runs at
+    every decision, where numpy's per-call overhead would cost more than the arithmetic."""
+    models = range(len(p))
+    votes = [max(range(N_CLASSES), key=row.__getitem__) for row in p]  # ties: lower class
+    mix = [sum(w[m] * p[m][c] for m in models) for c in range(N_CLASSES)]
+    by_class = [sum(w[m] for m in models if votes[m] == c) for c in range(N_CLASSES)]
+    winner = max(range(N_CLASSES), key=by_class.__getitem__)
+    agreement = by_class[winner]
+    agreed = agreement >= cfg.min_agreement - _SHARE_TOLERANCE
+    proba = calibrator.transform_one(mix) if calibrator is not None else mix
+    direction = winner if agreed else FLAT
+    return _Row(proba, direction, proba[direction] if agreed else 0.0, agreement, agreed, votes)
+
+
 def _combine(
     cfg: EnsembleConfig, p: np.ndarray, weights: np.ndarray, calibrator: MulticlassCalibrator | None
 ) -> EnsembleBatch:
-    votes = p.argmax(axis=2).astype(np.int8)  # [n, M]; ties go to the lower class index
-    mix = np.einsum("nm,nmc->nc", weights, p)
-    by_class = np.zeros((len(p), N_CLASSES))
-    for c in range(N_CLASSES):
-        by_class[:, c] = np.sum(weights * (votes == c), axis=1)
-    winner = by_class.argmax(axis=1)
-    agreement = by_class.max(axis=1)
-    agreed = agreement >= cfg.min_agreement - _SHARE_TOLERANCE
-    proba = calibrator.transform(mix) if calibrator is not None else mix
-    direction = np.where(agreed, winner, FLAT).astype(np.int8)
-    confidence = np.where(agreed, proba[np.arange(len(p)), direction], 0.0)
-    return EnsembleBatch(proba, direction, confidence, agreement, agreed, votes, weights)
+    rows = [
+        _combine_row(cfg, p_i, w_i, calibrator)
+        for p_i, w_i in zip(p.tolist(), weights.tolist(), strict=True)
+    ]
+    m = p.shape[1]
+    return EnsembleBatch(
+        proba=np.array([r.proba for r in rows], np.float64).reshape(len(rows), N_CLASSES),
+        direction=np.array([r.direction for r in rows], np.int8),
+        confidence=np.array([r.confidence for r in rows], np.float64),
+        agreement=np.array([r.agreement for r in rows], np.float64),
+        agreed=np.array([r.agreed for r in rows], np.bool_),
+        votes=np.array([r.votes for r in rows], np.int8).reshape(len(rows), m),
+        weights=weights,
+    )
 
 
 def _batch_meta_weights(
@@ -308,19 +319,23 @@ def _batch_meta_weights(
     start = np.searchsorted(n_valid, n_valid[known] - cfg.meta_window, side="left")
     count = n_valid[known] - n_valid[start]
     hits = n_correct[known] - n_correct[start]
-    return _meta_shares(cfg, base, hits, count)
+    b = base.tolist()
+    rows = [_meta_shares(cfg, b, h, int(n)) for h, n in zip(hits.tolist(), count, strict=True)]
+    return np.array(rows, np.float64).reshape(len(ts), len(b))
 
 
 def _meta_shares(
-    cfg: EnsembleConfig, base: np.ndarray, hits: np.ndarray, n: np.ndarray | int
-) -> np.ndarray:
-    """Weight shares from hit counts [..., M] over n resolved outcomes [...]: one formula for
-    the streaming and the batch path, element by element, so both give the same floats."""
-    denom = np.asarray(n, np.float64)[..., None] + cfg.meta_prior
-    safe = np.where(denom > 0, denom, 1.0)
-    acc = np.where(denom > 0, (hits + cfg.meta_prior * _CHANCE) / safe, _CHANCE)
-    w = base * np.exp(cfg.meta_sharpness * (acc - _CHANCE))
-    return w / w.sum(axis=-1, keepdims=True)
+    cfg: EnsembleConfig, base: Sequence[float], hits: Sequence[int], n: int
+) -> list[float]:
+    """Weight shares from each model's hits over `n` resolved outcomes: one formula for the
+    streaming and the batch path (row by row), so both give the same floats."""
+    denom = n + cfg.meta_prior
+    w = []
+    for b, h in zip(base, hits, strict=True):
+        acc = (h + cfg.meta_prior * _CHANCE) / denom if denom > 0 else _CHANCE
+        w.append(b * math.exp(cfg.meta_sharpness * (acc - _CHANCE)))
+    total = sum(w)
+    return [x / total for x in w]
 
 
 def _label(move: float, cfg: EnsembleConfig, tick_size: float) -> int:

@@ -3,9 +3,7 @@ every order transition, and the position plan (bracket parameters, levels, deadl
 
 Both go into the journal's append-only decision log with `source = "execution"`: the
 orders table keeps only each order's latest state, the log keeps why it got there, and a
-restart reads the latest plan back from it. `ExecutionNote` has exactly the fields of
-`esml.journal.base.DecisionRecord` (a test holds the two together), because execution sits
-below journal in the package order and cannot import it.
+restart reads the latest plan back from it.
 """
 
 from __future__ import annotations
@@ -14,22 +12,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from esml.execution.orders import Side
-from esml.execution.ports import NoteView
+from esml.execution.ports import DecisionRecord
 
 SOURCE = "execution"
 PLAN_PREFIX = "plan "
-
-
-@dataclass(frozen=True)
-class ExecutionNote:
-    ts_ns: int
-    symbol: str
-    source: str
-    side: str
-    qty: int
-    approved: bool
-    gate: str | None
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -58,12 +44,12 @@ class PositionPlan:
         if self.trail_ticks is not None and self.trail_ticks <= 0:
             raise ValueError("a trailing distance must be a positive number of ticks")
 
-    def note(self, ts_ns: int, qty: int, why: str) -> ExecutionNote:
+    def note(self, ts_ns: int, qty: int, why: str) -> DecisionRecord:
         """The plan as a decision-log record; `why` travels with it."""
         body = asdict(self)
         body["side"] = self.side.value
         body["why"] = why
-        return ExecutionNote(
+        return DecisionRecord(
             ts_ns,
             self.symbol,
             SOURCE,
@@ -75,7 +61,7 @@ class PositionPlan:
         )
 
     @classmethod
-    def from_note(cls, note: NoteView) -> PositionPlan:
+    def from_note(cls, note: DecisionRecord) -> PositionPlan:
         try:
             body = json.loads(note.reason[len(PLAN_PREFIX) :])
             body["side"] = Side(body["side"])
@@ -85,11 +71,11 @@ class PositionPlan:
             raise ValueError(f"unreadable position plan in the journal: {note.reason!r}") from e
 
 
-def is_plan(note: NoteView) -> bool:
+def is_plan(note: DecisionRecord) -> bool:
     return note.source == SOURCE and note.reason.startswith(PLAN_PREFIX)
 
 
-def latest_plan(notes: list[NoteView], symbol: str) -> PositionPlan | None:
+def latest_plan(notes: list[DecisionRecord], symbol: str) -> PositionPlan | None:
     """The last plan journaled for `symbol` (notes come back in the order written)."""
     for note in reversed(notes):
         if note.symbol == symbol and is_plan(note):

@@ -14,6 +14,7 @@ instead of re-protected).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from esml.execution.orders import Fill, Order, OrderIntent, Side
@@ -99,8 +100,11 @@ class ReportsUpdates(Protocol):
         ...
 
 
-class NoteView(Protocol):
-    """`esml.journal.base.DecisionRecord` as the execution layer reads it back."""
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One line of the journal's append-only decision log: a gate's verdict on a signal, or
+    an execution note (`esml.execution.journaling`). Defined here, below the journal, so
+    the execution layer writes the journal's own record type."""
 
     ts_ns: int
     symbol: str
@@ -120,10 +124,10 @@ class ExecutionJournal(Protocol):
 
     def record_fill(self, f: Fill) -> bool: ...
 
-    def record_decision(self, d: NoteView) -> None: ...
+    def record_decision(self, d: DecisionRecord) -> None: ...
 
     def orders(self) -> list[Order]: ...
 
     def fills(self) -> list[Fill]: ...
 
-    def decisions(self) -> list[NoteView]: ...
+    def decisions(self) -> list[DecisionRecord]: ...

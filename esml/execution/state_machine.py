@@ -24,9 +24,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from esml.execution.journaling import SOURCE, ExecutionNote
+from esml.execution.journaling import SOURCE
 from esml.execution.orders import Order, OrderRole, OrderStatus
-from esml.execution.ports import ExecutionJournal
+from esml.execution.ports import DecisionRecord, ExecutionJournal
 
 S = OrderStatus
 LEGAL: dict[OrderStatus, frozenset[OrderStatus]] = {
@@ -247,13 +247,13 @@ class OrderTracker:
     def note(self, ts_ns: int, qty: int, side: str, reason: str) -> None:
         """A reason without a state change: a modify requested, a rule that fired."""
         self.journal.record_decision(
-            ExecutionNote(ts_ns, self.symbol, SOURCE, side, qty, True, None, reason)
+            DecisionRecord(ts_ns, self.symbol, SOURCE, side, qty, True, None, reason)
         )
 
     def _note(self, o: Order, what: str, ts_ns: int | None = None) -> None:
         rejected = o.status is S.REJECTED
         self.journal.record_decision(
-            ExecutionNote(
+            DecisionRecord(
                 o.ts_ns if ts_ns is None else ts_ns,
                 o.symbol,
                 SOURCE,

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from esml.execution.orders import Fill, Order
+from esml.execution.ports import DecisionRecord
+
+__all__ = ["DecisionRecord", "Journal", "JournalConflict", "JournalError", "SignalRecord"]
 
 
 class JournalError(RuntimeError):
@@ -26,18 +29,6 @@ class SignalRecord:
     p_up: float
     confidence: float
     model: str
-
-
-@dataclass(frozen=True)
-class DecisionRecord:
-    ts_ns: int
-    symbol: str
-    source: str
-    side: str
-    qty: int
-    approved: bool
-    gate: str | None
-    reason: str
 
 
 class Journal(Protocol):

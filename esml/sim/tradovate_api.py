@@ -513,8 +513,8 @@ class TradovateSim:
                     self._fill(o, fill_px)
                     changed = True
 
-    def _fill(self, o: _Order, price: float) -> None:
-        o.status = "Filled"
+    def _book_fill(self, o: _Order, price: float, qty: int) -> None:
+        """Record a fill of `qty` at `price` and move the account's position by it."""
         now = self._clock()
         self._fills.append(
             {
@@ -524,24 +524,28 @@ class TradovateSim:
                 "timestamp": _stamp(now),
                 "tradeDate": {"year": now.year, "month": now.month, "day": now.day},
                 "action": o.action,
-                "qty": o.qty,
+                "qty": qty,
                 "price": price,
                 "active": True,
                 "finallyPaired": 0,
             }
         )
         pos = self._positions.setdefault((o.account_id, o.contract_id), _Position())
-        signed = o.qty if o.action == "Buy" else -o.qty
+        signed = qty if o.action == "Buy" else -qty
         if o.action == "Buy":
-            pos.bought, pos.bought_value = pos.bought + o.qty, pos.bought_value + o.qty * price
+            pos.bought, pos.bought_value = pos.bought + qty, pos.bought_value + qty * price
         else:
-            pos.sold, pos.sold_value = pos.sold + o.qty, pos.sold_value + o.qty * price
+            pos.sold, pos.sold_value = pos.sold + qty, pos.sold_value + qty * price
         if pos.net == 0 or (pos.net > 0) == (signed > 0):
             held = abs(pos.net)
-            pos.net_price = ((pos.net_price or 0.0) * held + price * o.qty) / (held + o.qty)
+            pos.net_price = ((pos.net_price or 0.0) * held + price * qty) / (held + qty)
         pos.net += signed
         if pos.net == 0:
             pos.net_price = None
+
+    def _fill(self, o: _Order, price: float) -> None:
+        o.status = "Filled"
+        self._book_fill(o, price, o.qty)
         for leg_id in o.legs:  # the entry filled: its bracket goes live
             if self._orders[leg_id].status == "Suspended":
                 self._orders[leg_id].status = "Working"
