@@ -26,15 +26,18 @@ from packaging.utils import canonicalize_name
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 import aws_cdk as cdk
+from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk.assertions import Match, Template
+from cdk_nag import AwsSolutionsChecks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "cdk"))
 
 from esml_cdk import build  # noqa: E402
 from esml_cdk.bundling import ensure_layer_packages, layer_cache_key  # noqa: E402
-from esml_cdk.retraining import TRAINING_METRICS  # noqa: E402
-from esml_cdk.settings import Settings, SettingsError  # noqa: E402
+from esml_cdk.metric_names import EMITTERS, NAMESPACE  # noqa: E402
+from esml_cdk.retraining_flow import JOB_METRICS, FlowTargets, retraining_definition  # noqa: E402
+from esml_cdk.settings import ALARM_EMAIL_PLACEHOLDER, Settings, SettingsError  # noqa: E402
 from esml_cdk.stack import EsmlStack  # noqa: E402
 
 
@@ -77,14 +80,35 @@ def cli_context() -> dict[str, Any]:
     return context
 
 
+def nag_findings(message: str) -> list[str]:
+    """`rule construct-path` of each finding in the validation report a failed synth names."""
+    match = re.search(r"found in: (\S+)", message)
+    if match is None:
+        return [message]
+    report = json.loads(Path(match.group(1)).read_text())
+    return [
+        f"{v['ruleName']} {c['constructPath']}"
+        for plugin in report["pluginReports"]
+        for v in plugin["violations"]
+        for c in v["violatingConstructs"]
+    ]
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """The synth runs cdk-nag's AwsSolutions pack as a policy validation plugin: any
+    unacknowledged finding fails it, and every test of this module with it."""
     outdir = tmp_path_factory.mktemp("cdk.out")
     app = cdk.App(context=cli_context(), outdir=str(outdir), stack_traces=False)
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CDK_DOCKER", "/bin/false")  # any attempt at Docker bundling fails
         stack = build(app, repo_root=REPO_ROOT, environ={})
-        app.synth()
+        try:
+            app.synth()
+        except RuntimeError as e:
+            findings = "\n".join(nag_findings(str(e)))
+            pytest.fail(f"cdk-nag AwsSolutions findings without an acknowledgment:\n{findings}")
     template = Template.from_stack(stack)
     return Synth(
         stack=stack,
@@ -180,8 +204,12 @@ def test_tables_have_their_keys_on_demand_billing_and_recovery(
     assert props.get("DeletionProtectionEnabled", False) is retained
 
 
-def test_exactly_four_tables_and_only_idempotency_expires(synth: Synth) -> None:
-    synth.template.resource_count_is("AWS::DynamoDB::Table", 4)
+def test_five_tables_and_only_idempotency_expires(synth: Synth) -> None:
+    """Orders, fills, risk state, idempotency, and the retraining runs."""
+    synth.template.resource_count_is("AWS::DynamoDB::Table", 5)
+    runs = synth.resources[synth.logical_id(synth.stack.retraining.runs)]
+    assert runs["Properties"]["KeySchema"] == [{"AttributeName": "run_id", "KeyType": "HASH"}]
+    assert runs["DeletionPolicy"] == "Retain"
     with_ttl = synth.template.find_resources(
         "AWS::DynamoDB::Table", {"Properties": {"TimeToLiveSpecification": Match.any_value()}}
     )
@@ -274,7 +302,7 @@ def test_functions_carry_the_contracted_environment(synth: Synth) -> None:
     for function, variables in expected.items():
         props = s.resources[s.logical_id(function)]["Properties"]
         assert props["Environment"]["Variables"] == variables
-        assert props["Runtime"] == "python3.11"
+        assert props["Runtime"] == "python3.14"
         assert props["Handler"] == "handler.lambda_handler"
         assert props["Layers"] == [{"Ref": layer_id}]
 
@@ -327,14 +355,14 @@ def test_function_assets_hold_handler_esml_and_lambdas_without_caches(synth: Syn
         assert not [p for p in asset.rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
 
 
-def test_layer_holds_linux_wheels_for_python_3_11(synth: Synth) -> None:
+def test_layer_holds_linux_wheels_for_python_3_14(synth: Synth) -> None:
     layer = synth.resources[synth.logical_id(synth.stack.functions.layer)]["Properties"]
-    assert layer["CompatibleRuntimes"] == ["python3.11"]
+    assert layer["CompatibleRuntimes"] == ["python3.14"]
     site = synth.asset_dir(layer["Content"]["S3Key"].removesuffix(".zip")) / "python"
     assert (site / "aws_lambda_powertools").is_dir()
     assert (site / "requests").is_dir()
     binaries = list((site / "pydantic_core").glob("*.so"))
-    assert binaries and all("cpython-311-x86_64-linux-gnu" in b.name for b in binaries)
+    assert binaries and all("cpython-314-x86_64-linux-gnu" in b.name for b in binaries)
 
 
 def test_layer_cache_is_reused_without_pip(synth: Synth, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -369,7 +397,7 @@ LAMBDA_RUNTIME_MODULES = (
     "six",
     "urllib3",
 )
-"""What the python3.11 Lambda runtime provides besides the standard library."""
+"""What the python3.14 Lambda runtime provides besides the standard library."""
 
 
 @pytest.fixture(scope="module")
@@ -385,15 +413,19 @@ def lambda_runtime_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
-@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the layer holds CPython 3.11 wheels")
-@pytest.mark.parametrize("function", ["webhook", "risk", "router"])
+@pytest.mark.skipif(sys.version_info[:2] != (3, 14), reason="the layer holds CPython 3.14 wheels")
+@pytest.mark.parametrize("function", ["webhook", "risk", "router", "retrain_verdict"])
 def test_handler_imports_with_only_the_layer_and_the_lambda_runtime(
     synth: Synth, lambda_runtime_site: Path, function: str
 ) -> None:
     """Import each handler with the runtime's search path: the asset, the layer, then the
     runtime's boto3; no site-packages of this machine. A failure names a module missing
     from lambdas/requirements.txt."""
-    fn = getattr(synth.stack.functions, function)
+    fn = (
+        synth.stack.retraining.verdict
+        if function == "retrain_verdict"
+        else getattr(synth.stack.functions, function)
+    )
     code = synth.resources[synth.logical_id(fn)]["Properties"]["Code"]
     layer = synth.resources[synth.logical_id(synth.stack.functions.layer)]["Properties"]
     asset = synth.asset_dir(code["S3Key"].removesuffix(".zip"))
@@ -484,61 +516,163 @@ def definition(synth: Synth) -> dict[str, Any]:
     return json.loads(join_literal(machine["Properties"]["DefinitionString"]))
 
 
-def test_state_machine_runs_a_sagemaker_training_job_to_completion(
+def job_role(synth: Synth, state: dict[str, Any]) -> str:
+    return state["Parameters"]["RoleArn"].strip("<>").split(",")[0]
+
+
+def test_each_job_runs_to_completion_on_the_training_image(
     synth: Synth, definition: dict[str, Any]
 ) -> None:
-    train = definition["States"][definition["StartAt"]]
-    assert train["Type"] == "Task"
-    assert train["Resource"].endswith(":states:::sagemaker:createTrainingJob.sync")
-    params = train["Parameters"]
-    metrics = params["AlgorithmSpecification"]["MetricDefinitions"]
-    assert {m["Name"]: m["Regex"] for m in metrics} == TRAINING_METRICS
-    assert "States.UUID()" in params["TrainingJobName.$"]
+    states = definition["States"]
     bucket = f"<{synth.logical_id(synth.stack.data.model_bucket)}>"
-    (channel,) = params["InputDataConfig"]
-    assert channel["ChannelName"] == "train"
-    assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith(f"{bucket}/data/")
-    assert params["OutputDataConfig"]["S3OutputPath"].endswith(f"{bucket}/models/")
-    image_hash = params["AlgorithmSpecification"]["TrainingImage"].rsplit(":", 1)[1]
-    image = synth.assets["dockerImages"][image_hash]["source"]
+    image_hash = states["Train"]["Parameters"]["AlgorithmSpecification"]["TrainingImage"]
+    image = synth.assets["dockerImages"][image_hash.rsplit(":", 1)[1]]["source"]
     assert image["dockerFile"] == "containers/training/Dockerfile"
-    choice = definition["States"][train["Next"]]
-    assert choice["Type"] == "Choice"
-    (completed,) = choice["Choices"]
-    assert completed["StringEquals"] == "Completed"
-    assert definition["States"][completed["Next"]]["Type"] == "Pass"
-    assert definition["States"][choice["Default"]]["Type"] == "Fail"
-    assert definition["States"][train["Catch"][0]["Next"]]["Type"] == "Fail"
+    expected = {
+        "Train": ("train", "retraining/challengers/", {"data": f"s3://{bucket}/data/"}),
+        "Evaluate": ("evaluate", "retraining/evaluations/",
+                     {"data": f"s3://{bucket}/data/", "challenger": "$.train.modelArtifacts"}),
+        "Promote": ("promote", "retraining/promotions/",
+                    {"challenger": "$.train.modelArtifacts"}),
+    }  # fmt: skip
+    for name, (step, output, channels) in expected.items():
+        state = states[name]
+        assert state["Resource"].endswith(":states:::sagemaker:createTrainingJob.sync")
+        params = state["Parameters"]
+        assert params["HyperParameters"]["esml_step"] == step
+        assert params["AlgorithmSpecification"]["TrainingImage"] == image_hash
+        assert params["OutputDataConfig"]["S3OutputPath"] == f"s3://{bucket}/{output}"
+        assert "States.UUID()" not in params["TrainingJobName.$"]  # named by the run's id
+        assert f"esml-{step}-" in params["TrainingJobName.$"]
+        seen = {
+            c["ChannelName"]: c["DataSource"]["S3DataSource"].get("S3Uri")
+            or c["DataSource"]["S3DataSource"]["S3Uri.$"]
+            for c in params["InputDataConfig"]
+        }
+        assert seen == channels
+        metrics = params["AlgorithmSpecification"]["MetricDefinitions"]
+        assert [m["Name"] for m in metrics] == JOB_METRICS[step]
+        assert state["Catch"][0]["ErrorEquals"] == ["States.ALL"]
+    evaluate = states["Evaluate"]["Parameters"]["HyperParameters"]
+    assert evaluate["promotion_metrics"] == "log_loss,brier"
+    assert float(evaluate["margin_vs_champion"]) == 0.0
 
 
-def test_training_role_is_scoped_to_the_bucket_prefixes(
-    synth: Synth, definition: dict[str, Any]
+def test_the_choice_promotes_only_on_the_verdict_and_every_path_is_recorded(
+    definition: dict[str, Any],
 ) -> None:
-    train = definition["States"][definition["StartAt"]]
-    role = train["Parameters"]["RoleArn"].strip("<>")
-    principal = synth.resources[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
-    assert principal["Principal"] == {"Service": "sagemaker.amazonaws.com"}
-    assert not synth.resources[role]["Properties"].get("ManagedPolicyArns")
+    states = definition["States"]
+    assert definition["StartAt"] == "Name the run"
+    verdict = states["Verdict"]
+    assert verdict["Resource"].endswith(":states:::lambda:invoke")
+    choice = states[verdict["Next"]]
+    (promote,) = choice["Choices"]
+    assert promote == {
+        "Variable": "$.verdict.decision", "StringEquals": "promote", "Next": "Promote"
+    }  # fmt: skip
+    assert choice["Default"] == "Keep the challenger as rejected"
+    catches = {states[n]["Catch"][0]["Next"] for n in ("Train", "Evaluate", "Verdict", "Promote")}
+    assert catches == {"Training failed", "Evaluation failed", "Promotion failed"}
+    for end in (*catches, "Promoted", "Keep the challenger as rejected"):
+        assert states[end]["Next"] == "Record the run"
+    assert states["Record the run"]["Resource"].endswith(":states:::dynamodb:putItem")
+    assert states["Publish the outcome"]["Resource"].endswith(
+        ":states:::aws-sdk:cloudwatch:putMetricData"
+    )
+    assert states[states["Run succeeded?"]["Default"]]["Type"] == "Fail"
+
+
+def test_both_variants_come_from_one_definition() -> None:
+    """The tested poll variant has every state of the deployed one, with the same requests,
+    the same Choice and Catches: only each `.sync` task became create, wait, describe."""
+    graphs = {}
+    for variant in ("sync", "poll"):
+        stack = cdk.Stack(cdk.App(), "Variant")
+        targets = FlowTargets(
+            bucket="b", training_image="i", train_role_arn="t", evaluate_role_arn="e",
+            promote_role_arn="p", verdict_function_arn="v", runs_table="r",
+        )  # fmt: skip
+        chain = retraining_definition(stack, targets, variant)  # type: ignore[arg-type]
+        graphs[variant] = sfn.StateGraph(chain.start_state, variant).to_graph_json()["States"]
+    sync, poll = graphs["sync"], graphs["poll"]
+    assert set(sync) < set(poll)
+    for name, state in sync.items():
+        twin = poll[name]
+        if state.get("Resource", "").endswith(".sync"):
+            assert twin["Resource"].endswith(":aws-sdk:sagemaker:createTrainingJob")
+            assert twin["Parameters"] == state["Parameters"]
+            assert twin["Catch"] == state["Catch"]
+        else:
+            assert twin == state, name
+
+
+def test_only_the_promote_job_writes_the_champion(synth: Synth, definition: dict[str, Any]) -> None:
     bucket = f"<{synth.logical_id(synth.stack.data.model_bucket)}>"
-    reads, writes = set(), set()
-    for st in statements_of(synth, role):
-        if any(a.startswith("s3:") for a in actions(st)):
-            objects = {join_literal(r) for r in st["Resource"]} - {bucket}
-            (reads if "s3:GetObject*" in actions(st) else writes).update(objects)
-    assert reads == {f"{bucket}/data/*"}
-    assert writes == {f"{bucket}/models/*"}
+    writes: dict[str, set[str]] = {}
+    reads: dict[str, set[str]] = {}
+    for name in ("Train", "Evaluate", "Promote"):
+        role = job_role(synth, definition["States"][name])
+        principal = synth.resources[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert principal[0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+        assert not synth.resources[role]["Properties"].get("ManagedPolicyArns")
+        for st in statements_of(synth, role):
+            acts = actions(st)
+            targets = {join_literal(r) for r in (st["Resource"] if isinstance(st["Resource"], list)
+                                                 else [st["Resource"]])}  # fmt: skip
+            if "s3:PutObject" in acts:
+                writes.setdefault(name, set()).update(targets)
+            if "s3:GetObject" in acts:
+                reads.setdefault(name, set()).update(targets)
+            assert not any(a.startswith("s3:Delete") for a in acts)
+    assert writes == {
+        "Train": {f"{bucket}/retraining/challengers/*"},
+        "Evaluate": {f"{bucket}/retraining/evaluations/*"},
+        "Promote": {f"{bucket}/retraining/promotions/*", f"{bucket}/models/*"},
+    }
+    assert reads["Train"] == {f"{bucket}/data/*"}
+    assert f"{bucket}/models/*" in reads["Evaluate"]
+    # nobody else in the stack may write the champion
+    champion_writers = {
+        role_id
+        for role_id, r in synth.resources.items()
+        if r["Type"] == "AWS::IAM::Role"
+        for st in statements_of(synth, role_id)
+        if st["Effect"] == "Allow"
+        and any(a.startswith(("s3:Put", "s3:Delete", "s3:*")) for a in actions(st))
+        and any("/models/" in join_literal(r) for r in (st["Resource"] if isinstance(
+            st["Resource"], list) else [st["Resource"]]))
+    }  # fmt: skip
+    assert champion_writers == {job_role(synth, definition["States"]["Promote"])}
 
 
-def test_weekly_rule_starts_the_state_machine_while_the_market_is_closed(synth: Synth) -> None:
+def test_state_machine_logs_everything_and_is_traced(synth: Synth) -> None:
+    props = synth.resources[synth.logical_id(synth.stack.retraining.state_machine)]["Properties"]
+    assert props["LoggingConfiguration"]["Level"] == "ALL"
+    assert props["LoggingConfiguration"]["IncludeExecutionData"] is True
+    assert props["TracingConfiguration"] == {"Enabled": True}
+
+
+def test_schedule_and_drift_alarm_start_the_state_machine(synth: Synth) -> None:
     machine_id = synth.logical_id(synth.stack.retraining.state_machine)
-    _, rule = only(synth.template.find_resources("AWS::Events::Rule"))
-    props = rule["Properties"]
-    assert props["ScheduleExpression"] == "cron(0 12 ? * SUN *)"
-    assert props["State"] == "ENABLED"
-    (target,) = props["Targets"]
-    assert target["Arn"] == {"Ref": machine_id}
-    events_role = target["RoleArn"]["Fn::GetAtt"][0]
-    assert granted(synth, events_role, "states:StartExecution") == {machine_id}
+    rules = synth.template.find_resources("AWS::Events::Rule")
+    starting = {
+        rule_id: rule["Properties"]
+        for rule_id, rule in rules.items()
+        if any(t["Arn"] == {"Ref": machine_id} for t in rule["Properties"]["Targets"])
+    }
+    weekly = synth.resources[synth.logical_id(synth.stack.retraining.schedule)]["Properties"]
+    assert weekly["ScheduleExpression"] == "cron(0 12 ? * SUN *)"
+    drift = synth.resources[synth.logical_id(synth.stack.drift_trigger)]["Properties"]
+    assert len(starting) == 2
+    pattern = drift["EventPattern"]
+    assert pattern["detail-type"] == ["CloudWatch Alarm State Change"]
+    assert pattern["detail"] == {"state": {"value": ["ALARM"]}}
+    assert refs(pattern["resources"]) == {synth.logical_id(synth.stack.monitoring.drift_alarm)}
+    for props in starting.values():
+        (target,) = props["Targets"]
+        assert json.loads(target["Input"])["trigger"] in ("weekly-schedule", "drift-alarm")
+        events_role = target["RoleArn"]["Fn::GetAtt"][0]
+        assert granted(synth, events_role, "states:StartExecution") == {machine_id}
 
 
 # ---------------------------------------------------------------- monitoring
@@ -580,6 +714,42 @@ def test_alarms_watch_the_api_functions_service_and_retraining(synth: Synth) -> 
     assert props["TreatMissingData"] == "breaching"
 
 
+def esml_alarm_metrics(synth: Synth) -> dict[str, set[tuple[str, ...]]]:
+    """Metric name -> the dimension sets esml's alarms watch it with (namespace esml)."""
+    found: dict[str, set[tuple[str, ...]]] = {}
+    for alarm in synth.template.find_resources("AWS::CloudWatch::Alarm").values():
+        for metric in alarm_metrics(alarm):
+            if metric["Namespace"] == NAMESPACE:
+                dims = tuple(sorted(f"{d['Name']}={d['Value']}" for d in metric["Dimensions"]))
+                found.setdefault(metric["MetricName"], set()).add(dims)
+    return found
+
+
+def test_alarms_watch_esml_metrics_by_the_agreed_names_and_services(synth: Synth) -> None:
+    watched = esml_alarm_metrics(synth)
+    for name, services in EMITTERS.items():
+        assert watched[name] == {(f"service={s}",) for s in services}, name
+    assert watched["RetrainingRun"] == {
+        (f"outcome={o}", "service=esml-retraining")
+        for o in ("training_failed", "evaluation_failed", "promotion_failed")
+    }
+    assert watched["DriftLogLossExcess"] == {("service=esml-drift",)}
+    assert watched["DriftCalibrationError"] == {("service=esml-drift",)}
+    drift = synth.resources[synth.logical_id(synth.stack.monitoring.drift_alarm)]["Properties"]
+    (expression,) = [m["Expression"] for m in drift["Metrics"] if "Expression" in m]
+    settings = synth.stack.settings
+    assert f"excess > {settings.drift_max_log_loss_excess}" in expression
+    assert f"calibration > {settings.drift_max_calibration_error}" in expression
+
+
+def test_alarms_reach_the_required_email_subscriber(synth: Synth) -> None:
+    _, subscription = only(synth.template.find_resources("AWS::SNS::Subscription"))
+    props = subscription["Properties"]
+    assert props["Protocol"] == "email"
+    assert props["Endpoint"] == ALARM_EMAIL_PLACEHOLDER  # cdk.json's, offline only
+    assert refs(props["TopicArn"]) == {synth.logical_id(synth.stack.monitoring.topic)}
+
+
 def test_api_5xx_alarm_names_the_webhook_api(synth: Synth) -> None:
     api_name = synth.resources[synth.logical_id(synth.stack.webhook_api.api)]["Properties"]["Name"]
     alarms = synth.template.find_resources(
@@ -602,9 +772,35 @@ def test_dashboard_shows_every_alarm_and_function(synth: Synth) -> None:
     f = synth.stack.functions
     for construct in (f.webhook, f.risk, f.router, synth.stack.retraining.state_machine):
         assert f"<{synth.logical_id(construct)}>" in graphed
+    for name in (*EMITTERS, "RetrainingRun", "DriftLogLossExcess", "DriftHitRate"):
+        assert f'"{name}"' in graphed, name
 
 
 # ---------------------------------------------------------------- template lint
+
+
+def test_cdk_nag_fails_an_unacknowledged_wildcard_and_passes_an_acknowledged_one(
+    tmp_path: Path,
+) -> None:
+    """The check the synth fixture relies on can fail: a wildcard policy in a probe stack."""
+    from aws_cdk import aws_iam as iam
+    from esml_cdk.nag import acknowledge
+
+    outcomes = []
+    for acknowledged in (False, True):
+        app = cdk.App(outdir=str(tmp_path / str(acknowledged)))
+        stack = cdk.Stack(app, "Probe")
+        role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=["*"]))
+        if acknowledged:
+            acknowledge(role, "AwsSolutions-IAM5", "Resource::*", "probe: a written reason")
+        cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+        try:
+            app.synth()
+            outcomes.append([])
+        except RuntimeError as e:
+            outcomes.append(nag_findings(str(e)))
+    assert outcomes == [["AwsSolutions-IAM5[Resource::*] Probe/Role/DefaultPolicy/Resource"], []]
 
 
 def test_cfn_lint_finds_no_errors(synth: Synth) -> None:
@@ -623,12 +819,49 @@ def context_of(values: dict[str, Any]) -> Any:
     return lambda key: values.get(key)
 
 
-OFFLINE = {"esml:offlineAccount": "123456789012", "esml:offlineRegion": "us-east-1"}
+OFFLINE = {
+    "esml:offlineAccount": "123456789012",
+    "esml:offlineRegion": "us-east-1",
+    "esml:alarmEmail": ALARM_EMAIL_PLACEHOLDER,
+}
+
+
+def test_alarm_email_is_required_and_the_placeholder_only_offline() -> None:
+    with pytest.raises(SettingsError, match="esml:alarmEmail is required"):
+        Settings.from_context(context_of({**OFFLINE, "esml:alarmEmail": None}), {})
+    real = {"CDK_DEFAULT_ACCOUNT": "111111111111", "CDK_DEFAULT_REGION": "us-west-2"}
+    with pytest.raises(SettingsError, match="still the placeholder"):
+        Settings.from_context(context_of(OFFLINE), real)
+    chosen = Settings.from_context(
+        context_of({**OFFLINE, "esml:alarmEmail": "ops@example.com"}), real
+    )
+    assert chosen.alarm_email == "ops@example.com"
+
+
+def test_promotion_and_drift_settings_are_read_and_checked() -> None:
+    settings = Settings.from_context(
+        context_of({**OFFLINE, "esml:promotionMetrics": "log_loss,accuracy",
+                    "esml:marginVsChampion": "0.01", "esml:driftWindowHours": 48}), {}
+    )  # fmt: skip
+    assert settings.promotion_metrics == ("log_loss", "accuracy")
+    assert settings.margin_vs_champion == 0.01
+    assert settings.drift_window_hours == 48
+    with pytest.raises(SettingsError, match="esml:promotionMetrics"):
+        Settings.from_context(context_of({**OFFLINE, "esml:promotionMetrics": "sharpe"}), {})
+    with pytest.raises(SettingsError, match="esml:driftMaxCalibrationError"):
+        Settings.from_context(context_of({**OFFLINE, "esml:driftMaxCalibrationError": 2}), {})
 
 
 def test_settings_prefer_explicit_context_then_credentials_then_offline() -> None:
     explicit = Settings.from_context(
-        context_of({**OFFLINE, "esml:account": "210987654321", "esml:region": "eu-west-1"}),
+        context_of(
+            {
+                **OFFLINE,
+                "esml:account": "210987654321",
+                "esml:region": "eu-west-1",
+                "esml:alarmEmail": "ops@example.com",
+            }
+        ),
         {"CDK_DEFAULT_ACCOUNT": "111111111111", "CDK_DEFAULT_REGION": "us-west-2"},
     )
     assert (explicit.account, explicit.region, explicit.offline) == (
@@ -637,7 +870,7 @@ def test_settings_prefer_explicit_context_then_credentials_then_offline() -> Non
         False,
     )
     cli = Settings.from_context(
-        context_of(OFFLINE),
+        context_of({**OFFLINE, "esml:alarmEmail": "ops@example.com"}),
         {"CDK_DEFAULT_ACCOUNT": "111111111111", "CDK_DEFAULT_REGION": "us-west-2"},
     )
     assert (cli.account, cli.region, cli.offline) == ("111111111111", "us-west-2", False)
@@ -674,7 +907,7 @@ def test_esml_config_is_validated_with_the_risk_lambdas_loader() -> None:
     ("key", "value"),
     [("esml:account", "12345"), ("esml:alarmEmail", "ops"),
      ("esml:tradovateBaseUrl", "http://demo.tradovateapi.com/v1"),
-     ("esml:trainingInstanceType", "m5.xlarge")],
+     ("esml:trainingInstanceType", "m5.xlarge"), ("esml:marginVsBaselines", "lots")],
 )  # fmt: skip
 def test_malformed_settings_name_their_key(key: str, value: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(key)):
@@ -709,8 +942,12 @@ def test_image_build_context_holds_every_copy_source_and_nothing_heavy(
     assert sources
     missing = [src for src in sources if not (context_dir / src).exists()]
     assert missing == []
-    for heavy in (".venv", "node_modules", "cdk.out", "tests", "data", "build", ".git"):
+    for heavy in (".venv", "node_modules", "cdk.out", "tests", "build", ".git"):
         assert not (context_dir / heavy).exists(), heavy
+    shipped = [p.relative_to(context_dir).as_posix()
+               for p in (context_dir / "data").rglob("*") if p.is_file()]  # fmt: skip
+    assert shipped == ["data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst"]  # the real hour
+    assert [p.name for p in (context_dir / "lambdas").iterdir()] <= ["__init__.py", "drift"]
     assert not list(context_dir.rglob("__pycache__"))
 
 
@@ -838,23 +1075,22 @@ def test_entrypoint_maps_sagemaker_layout_onto_train_py(ml_root: Path, tmp_path:
     assert not (ml_root / "output" / "failure").exists()
 
 
-REAL_MBO_SAMPLE = REPO_ROOT / "data" / "samples" / "esh4-glbx-mdp3-20231225.mbo.dbn.zst"
-
-
-def test_training_image_entry_trains_on_real_es_data(
-    ml_root: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
-    """SageMaker's layout in, the real training/train.py on a real CME ES MBO day: the model
-    lands in SM_MODEL_DIR and the log carries every metric the job's definitions parse."""
-    (ml_root / "input" / "config" / "hyperparameters.json").write_text("{}")
-    (ml_root / "input" / "data" / "train" / REAL_MBO_SAMPLE.name).symlink_to(REAL_MBO_SAMPLE)
-    assert training_entrypoint.run_training(["train"], ml_root=ml_root) == 0
-    assert {p.name for p in (ml_root / "model").iterdir()} >= {"model.onnx", "manifest.json"}
-    captured = capfd.readouterr()
-    log = captured.out + captured.err
-    for name, regex in TRAINING_METRICS.items():
-        assert re.search(regex, log), name
-    assert not (ml_root / "output" / "failure").exists()
+def test_entrypoint_runs_the_retraining_step_a_job_names(ml_root: Path, tmp_path: Path) -> None:
+    """A job with `esml_step` (every job of the state machine) runs training/retrain_steps.py
+    with its hyper-parameters; without it, training/train.py as before."""
+    (ml_root / "input" / "config" / "hyperparameters.json").write_text(
+        json.dumps({"esml_step": "evaluate", "margin_vs_champion": "0.01"})
+    )
+    (tmp_path / "retrain_steps.py").write_text(RECORDING_TRAIN_SCRIPT)
+    (tmp_path / "train.py").write_text("raise SystemExit('the step script must run')\n")
+    status = training_entrypoint.run_training(
+        ["train"], ml_root=ml_root, train_script=tmp_path / "train.py",
+        environ={"PATH": os.environ["PATH"]},
+    )  # fmt: skip
+    assert status == 0
+    seen = json.loads((ml_root / "model" / "seen.json").read_text())
+    assert seen["argv"] == ["--esml_step", "evaluate", "--margin_vs_champion", "0.01"]
+    assert training_entrypoint.RETRAIN_SCRIPT.is_file()
 
 
 def test_entrypoint_reports_a_failed_training_run(ml_root: Path, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 `PythonFunction` bundles in a container, and CI has no Docker daemon. The function code
 is a plain copy (esml/ and lambdas/), and the dependency layer is a `pip install` for the
-Lambda platform (manylinux x86_64, CPython 3.11, wheels only), cached on disk under a hash
+Lambda platform (manylinux x86_64, CPython 3.14, wheels only), cached on disk under a hash
 of the requirements file, so repeated synths (tests) reuse it and only a change to the
 requirements downloads anything.
 """
@@ -20,7 +20,8 @@ import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_lambda as lambda_
 
-RUNTIME = lambda_.Runtime.PYTHON_3_11
+RUNTIME = lambda_.Runtime.PYTHON_3_14
+"""The newest Python Lambda runs: every pin of lambdas/requirements.txt has 3.14 wheels."""
 ARCHITECTURE = lambda_.Architecture.X86_64
 PIP_PLATFORM_ARGS = (
     "--platform",
@@ -28,7 +29,7 @@ PIP_PLATFORM_ARGS = (
     "--implementation",
     "cp",
     "--python-version",
-    "3.11",
+    "3.14",
     "--only-binary=:all:",
 )
 """Must match RUNTIME and ARCHITECTURE: the layer's compiled wheels (pydantic-core) run

@@ -7,10 +7,14 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from esml_cdk.nag import acknowledge
+
 DATA_PREFIX = "data/"
-"""Training input: SageMaker's `train` channel reads everything under it."""
+"""Training input: the live engine's recorded market data (and anything a person uploads);
+the retraining jobs' `data` channel reads everything under it."""
 MODEL_PREFIX = "models/"
-"""Training output and what the tick engine loads."""
+"""The champion bundles and the `champion` pointer the tick engine follows; only the
+retraining state machine's promote job writes here."""
 
 
 class DataStore(Construct):
@@ -25,6 +29,22 @@ class DataStore(Construct):
         self.idempotency = self._table(
             "Idempotency", "id", RemovalPolicy.DESTROY, ttl_attribute="expiration"
         )
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            removal_policy=RemovalPolicy.RETAIN,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
+        )
+        acknowledge(
+            self.access_logs,
+            "AwsSolutions-S1",
+            None,
+            "the access-log bucket itself: logging its own writes would loop",
+        )
         self.model_bucket = s3.Bucket(
             self,
             "ModelBucket",
@@ -34,6 +54,8 @@ class DataStore(Construct):
             enforce_ssl=True,
             minimum_tls_version=1.2,
             removal_policy=RemovalPolicy.RETAIN,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="model-bucket/",
             lifecycle_rules=[
                 s3.LifecycleRule(
                     noncurrent_version_expiration=Duration.days(90),

@@ -1,12 +1,16 @@
-"""One dashboard and the alarms that mean "a person should look now", sent to one SNS topic.
+"""One dashboard and the alarms that mean "a person should look now", sent to one SNS topic
+whose e-mail subscriber is required at deploy (esml:alarmEmail).
 
 Alarms fire on the first error: the order path handles a few alerts a day, so a single
-failed alert or a stopped tick engine is already an incident, not noise.
+failed alert or a stopped tick engine is already an incident, not noise. esml's own
+metrics (names and dimensions: cdk/esml_cdk/metric_names.py) are watched as well as
+AWS's: broker errors, rejected orders, unauthorised alerts, stale market data, the daily
+loss limit, failed retraining runs and model drift.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
@@ -18,6 +22,9 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
+
+from esml_cdk import metric_names as names
+from esml_cdk.drift import Drift
 
 FIVE_MINUTES = Duration.minutes(5)
 TICK_ENGINE_DOWN_MINUTES = 5
@@ -35,12 +42,14 @@ class Monitoring(Construct):
         functions: Mapping[str, lambda_.Function],
         service: ecs.FargateService,
         state_machine: sfn.StateMachine,
-        alarm_email: str | None,
+        drift: Drift,
+        drift_max_log_loss_excess: float,
+        drift_max_calibration_error: float,
+        alarm_email: str,
     ) -> None:
         super().__init__(scope, construct_id)
         self.topic = sns.Topic(self, "AlarmTopic", display_name="esml alarms", enforce_ssl=True)
-        if alarm_email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
 
         api_5xx = api.metric_server_error(period=FIVE_MINUTES, statistic="Sum")
         running_tasks = cloudwatch.Metric(
@@ -66,7 +75,45 @@ class Monitoring(Construct):
             period=Duration.hours(1),
         )
 
+        trading = {
+            name: esml_metric_sum(name, services) for name, services in names.EMITTERS.items()
+        }
+        failed_runs = cloudwatch.MathExpression(
+            expression=" + ".join(f"FILL({o}, 0)" for o in names.FAILED_OUTCOMES),
+            using_metrics={o: retraining_runs(o) for o in names.FAILED_OUTCOMES},
+            label="failed retraining runs",
+            period=Duration.hours(1),
+        )
+        trading_alarms = [
+            self._alarm(f"{name}Alarm", metric, description, threshold=threshold)
+            for name, description, threshold in (
+                (names.BROKER_ERROR, "the broker answered with an error", 1),
+                (names.ORDER_REJECTED, "the broker rejected an order", 1),
+                (names.ALERT_UNAUTHORIZED, "alerts with a wrong passphrase (3 in 5 min)", 3),
+                (names.MARKET_DATA_STALE, "the tick engine's market data went stale", 1),
+                (names.DAILY_LOSS_BREACHED, "the daily loss limit was reached", 1),
+            )
+            for metric in (trading[name],)
+        ]
+        excess = drift.metric(names.DRIFT_LOG_LOSS_EXCESS)
+        calibration = drift.metric(names.DRIFT_CALIBRATION_ERROR)
+        self.drift_alarm = self._alarm(
+            "ModelDrift",
+            cloudwatch.MathExpression(
+                expression=f"IF(excess > {drift_max_log_loss_excess} OR "
+                f"calibration > {drift_max_calibration_error}, 1, 0)",
+                using_metrics={"excess": excess, "calibration": calibration},
+                label="drift over its threshold",
+                period=Duration.hours(1),
+            ),
+            f"the champion drifted: live log loss over its held-out one by more than "
+            f"{drift_max_log_loss_excess}, or calibration error over "
+            f"{drift_max_calibration_error}; a retraining run starts",
+        )
         self.alarms: list[cloudwatch.Alarm] = [
+            *trading_alarms,
+            self._alarm("RetrainingRunFailed", failed_runs, "a retraining run failed a step"),
+            self.drift_alarm,
             self._alarm(
                 "WebhookApi5xx",
                 api_5xx,
@@ -154,14 +201,32 @@ class Monitoring(Construct):
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
+                title="esml trading events (5 min sums)",
+                left=list(trading.values()),
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Model drift (live vs the champion)",
+                left=[excess, calibration],
+                right=[drift.metric(names.DRIFT_HIT_RATE), drift.metric(names.DRIFT_LOG_LOSS)],
+                width=12,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
                 title="Retraining executions",
                 left=[
                     state_machine.metric_started(period=Duration.hours(1), statistic="Sum"),
                     state_machine.metric_succeeded(period=Duration.hours(1), statistic="Sum"),
                     retraining_failures,
                 ],
-                width=24,
-            )
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Retraining outcomes",
+                left=[retraining_runs(o) for o in names.RETRAINING_OUTCOMES],
+                width=12,
+            ),
         )
 
     def _alarm(
@@ -191,3 +256,44 @@ class Monitoring(Construct):
         alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
         alarm.add_ok_action(cw_actions.SnsAction(self.topic))
         return alarm
+
+
+def esml_metric_sum(name: str, services: Sequence[str]) -> cloudwatch.IMetric:
+    """One esml metric summed over the services that emit it (missing data counts 0)."""
+    prefix = name[0].lower() + name[1:]  # math ids are unique per graph: one name each
+    parts = {f"{prefix}{i}": esml_metric(name, s) for i, s in enumerate(services)}
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    return cloudwatch.MathExpression(
+        expression=" + ".join(f"FILL({key}, 0)" for key in parts),
+        using_metrics=parts,
+        label=name,
+        period=FIVE_MINUTES,
+    )
+
+
+def esml_metric(
+    name: str,
+    service: str,
+    *,
+    statistic: str = "Sum",
+    period: Duration = FIVE_MINUTES,
+    extra: Mapping[str, str] | None = None,
+) -> cloudwatch.Metric:
+    return cloudwatch.Metric(
+        namespace=names.NAMESPACE,
+        metric_name=name,
+        dimensions_map={names.SERVICE_DIMENSION: service, **(extra or {})},
+        statistic=statistic,
+        period=period,
+        label=f"{name} ({service})" if not extra else f"{name} {dict(extra)}",
+    )
+
+
+def retraining_runs(outcome: str) -> cloudwatch.Metric:
+    return esml_metric(
+        names.RETRAINING_RUN,
+        names.RETRAINING_SERVICE,
+        period=Duration.hours(1),
+        extra={names.OUTCOME_DIMENSION: outcome},
+    )

@@ -10,14 +10,16 @@ from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from esml_cdk.bundling import ARCHITECTURE, RUNTIME, function_code, layer_code
+from esml_cdk.bundling import ARCHITECTURE, RUNTIME, layer_code
 from esml_cdk.data import DataStore
+from esml_cdk.functions import esml_function
 
-METRICS_NAMESPACE = "esml"
+PASSPHRASE_ROTATION = Duration.days(180)
+"""Each rotation makes every TradingView alert carry the new passphrase (docs/aws.md): a
+rare, scheduled change rather than a silent one."""
 TRADOVATE_SECRET_TEMPLATE = (
     '{"name": "", "password": "", "appId": "", "appVersion": "1.0", '
     '"cid": "", "sec": "", "env": "demo"}'
@@ -51,6 +53,32 @@ class OrderFunctions(Construct):
                 password_length=40,
             ),
         )
+        self.layer = lambda_.LayerVersion(
+            self,
+            "Dependencies",
+            code=layer_code(
+                repo_root / "lambdas" / "requirements.txt", repo_root / "build" / "lambda-layer"
+            ),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+            description="esml Lambda dependencies (lambdas/requirements.txt)",
+        )
+
+        self.rotation = esml_function(
+            self,
+            "PassphraseRotation",
+            repo_root=repo_root,
+            folder="passphrase_rotation",
+            layer=self.layer,
+            timeout=Duration.seconds(30),
+            environment={},
+        )
+        self.passphrase_secret.add_rotation_schedule(
+            "Rotation",
+            rotation_lambda=self.rotation,
+            automatically_after=PASSPHRASE_ROTATION,
+            rotate_immediately_on_update=False,
+        )
         self.tradovate_secret = secretsmanager.Secret(
             self,
             "TradovateCredentials",
@@ -63,17 +91,6 @@ class OrderFunctions(Construct):
             ),
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.layer = lambda_.LayerVersion(
-            self,
-            "Dependencies",
-            code=layer_code(
-                repo_root / "lambdas" / "requirements.txt", repo_root / "build" / "lambda-layer"
-            ),
-            compatible_runtimes=[RUNTIME],
-            compatible_architectures=[ARCHITECTURE],
-            description="esml Lambda dependencies (lambdas/requirements.txt)",
-        )
-
         router_env = {
             "ORDERS_TABLE": data.orders.table_name,
             "FILLS_TABLE": data.fills.table_name,
@@ -115,28 +132,12 @@ class OrderFunctions(Construct):
     def _function(
         self, construct_id: str, folder: str, timeout: Duration, environment: dict[str, str]
     ) -> lambda_.Function:
-        log_group = logs.LogGroup(
-            self,
-            f"{construct_id}Logs",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        return lambda_.Function(
+        return esml_function(
             self,
             construct_id,
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            handler="handler.lambda_handler",
-            code=function_code(self._repo_root, folder),
-            layers=[self.layer],
+            repo_root=self._repo_root,
+            folder=folder,
+            layer=self.layer,
             timeout=timeout,
-            memory_size=512,
-            log_group=log_group,
-            tracing=lambda_.Tracing.ACTIVE,
-            environment={
-                **environment,
-                "POWERTOOLS_SERVICE_NAME": f"esml-{folder}",
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-            },
-            description=f"esml {folder} (lambdas/{folder})",
+            environment=environment,
         )

@@ -20,6 +20,10 @@ _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+_METRICS = ("accuracy", "macro_f1", "log_loss", "brier")
+ALARM_EMAIL_PLACEHOLDER = "alarms@example.invalid"
+"""cdk.json's esml:alarmEmail: enough for `make synth` and the tests (no account), refused
+by any synth against a real account, so no deploy can leave the alarms without a reader."""
 
 
 class SettingsError(ValueError):
@@ -32,11 +36,22 @@ class Settings:
     region: str
     offline: bool
     """True when no AWS account is known and the placeholder from cdk.json is used."""
-    alarm_email: str | None = None
+    alarm_email: str = ALARM_EMAIL_PLACEHOLDER
+    """Every alarm's e-mail subscriber; required, the placeholder only offline."""
     esml_config_json: str | None = None
     """EsmlConfig fields as JSON for the risk Lambda and the tick engine (one set of limits)."""
     tradovate_base_url: str | None = None
     training_instance_type: str = "ml.m5.xlarge"
+    promotion_metrics: tuple[str, ...] = ("log_loss", "brier")
+    """Metrics on which a challenger must beat the champion and every baseline."""
+    margin_vs_champion: float = 0.0
+    """The lower end of the challenger's 95% improvement interval over the champion must
+    exceed this (in the metric's own units) on every promotion metric."""
+    margin_vs_baselines: float = 0.0
+    drift_window_hours: int = 24
+    drift_max_log_loss_excess: float = 0.05
+    """Drift alarm: the rolling live log loss exceeds the champion's held-out one by this."""
+    drift_max_calibration_error: float = 0.10
 
     @classmethod
     def from_context(cls, context: ContextLookup, environ: Mapping[str, str]) -> Settings:
@@ -45,7 +60,7 @@ class Settings:
             account=account,
             region=region,
             offline=offline,
-            alarm_email=_optional_match(context, "esml:alarmEmail", _EMAIL, "an e-mail address"),
+            alarm_email=_alarm_email(context("esml:alarmEmail"), offline),
             esml_config_json=_esml_config_json(context("esml:esmlConfig")),
             tradovate_base_url=_https_url(context("esml:tradovateBaseUrl")),
             training_instance_type=_optional_match(
@@ -55,6 +70,23 @@ class Settings:
                 "a SageMaker type like ml.m5.xlarge",
             )
             or cls.training_instance_type,
+            promotion_metrics=_metric_list(context("esml:promotionMetrics"))
+            or cls.promotion_metrics,
+            margin_vs_champion=_number(context, "esml:marginVsChampion", cls.margin_vs_champion),
+            margin_vs_baselines=_number(context, "esml:marginVsBaselines", cls.margin_vs_baselines),
+            drift_window_hours=int(
+                _number(context, "esml:driftWindowHours", cls.drift_window_hours, low=1, high=168)
+            ),
+            drift_max_log_loss_excess=_number(
+                context, "esml:driftMaxLogLossExcess", cls.drift_max_log_loss_excess, low=0.0
+            ),
+            drift_max_calibration_error=_number(
+                context,
+                "esml:driftMaxCalibrationError",
+                cls.drift_max_calibration_error,
+                low=0.0,
+                high=1.0,
+            ),
         )
 
 
@@ -118,6 +150,57 @@ def _optional_match(
     if not isinstance(value, str) or not pattern.match(value):
         raise SettingsError(f"{key} must be {what}, not {value!r}")
     return value
+
+
+def _alarm_email(value: object, offline: bool) -> str:
+    if value is None:
+        raise SettingsError(
+            "esml:alarmEmail is required: alarms must reach someone "
+            "(-c esml:alarmEmail=you@example.com, or set it in cdk.json)"
+        )
+    if not isinstance(value, str) or not _EMAIL.match(value):
+        raise SettingsError(f"esml:alarmEmail must be an e-mail address, not {value!r}")
+    if value == ALARM_EMAIL_PLACEHOLDER and not offline:
+        raise SettingsError(
+            f"esml:alarmEmail is still the placeholder {ALARM_EMAIL_PLACEHOLDER}: give the "
+            "address that must receive esml's alarms (-c esml:alarmEmail=you@example.com)"
+        )
+    return value
+
+
+def _number(
+    context: ContextLookup,
+    key: str,
+    default: float,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+) -> float:
+    value = context(key)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{key} must be a number, not {value!r}") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise SettingsError(f"{key} must be within [{low}, {high}], not {value!r}")
+    return number
+
+
+def _metric_list(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list | tuple):
+        raise SettingsError(f"esml:promotionMetrics must be a list of metrics, not {value!r}")
+    metrics = tuple(str(n).strip() for n in names if str(n).strip())
+    unknown = [m for m in metrics if m not in _METRICS]
+    if unknown or not metrics:
+        raise SettingsError(
+            f"esml:promotionMetrics: {unknown or 'empty'}; choose from {list(_METRICS)}"
+        )
+    return metrics
 
 
 def _https_url(value: object) -> str | None:

@@ -7,10 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Environment, Stack, Tags
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
 from constructs import Construct
 
 from esml_cdk.data import DataStore
+from esml_cdk.drift import Drift
+from esml_cdk.functions import log_group
 from esml_cdk.monitoring import Monitoring
+from esml_cdk.nag import acknowledge_stack_findings
 from esml_cdk.order_functions import OrderFunctions
 from esml_cdk.retraining import Retraining
 from esml_cdk.settings import Settings
@@ -51,12 +56,32 @@ class EsmlStack(Stack):
             esml_config_json=settings.esml_config_json,
             tradovate_base_url=settings.tradovate_base_url,
         )
+        self.trading.vpc.add_flow_log(
+            "FlowLogs",
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(log_group(self, "VpcFlowLogs")),
+            traffic_type=ec2.FlowLogTrafficType.REJECT,
+        )
         self.retraining = Retraining(
             self,
             "Retraining",
             repo_root=repo_root,
             bucket=self.data.model_bucket,
+            layer=self.functions.layer,
             instance_type=settings.training_instance_type,
+            evaluation_hyperparameters={
+                "promotion_metrics": ",".join(settings.promotion_metrics),
+                "margin_vs_champion": str(settings.margin_vs_champion),
+                "margin_vs_baselines": str(settings.margin_vs_baselines),
+            },
+        )
+        self.drift = Drift(
+            self,
+            "Drift",
+            repo_root=repo_root,
+            bucket=self.data.model_bucket,
+            orders=self.data.orders,
+            fills=self.data.fills,
+            window_hours=settings.drift_window_hours,
         )
         self.monitoring = Monitoring(
             self,
@@ -69,8 +94,24 @@ class EsmlStack(Stack):
             },
             service=self.trading.service,
             state_machine=self.retraining.state_machine,
+            drift=self.drift,
+            drift_max_log_loss_excess=settings.drift_max_log_loss_excess,
+            drift_max_calibration_error=settings.drift_max_calibration_error,
             alarm_email=settings.alarm_email,
         )
+        self.drift_trigger = events.Rule(
+            self,
+            "RetrainOnDrift",
+            description="esml: the ModelDrift alarm starts a retraining run",
+            event_pattern=events.EventPattern(
+                source=["aws.cloudwatch"],
+                detail_type=["CloudWatch Alarm State Change"],
+                resources=[self.monitoring.drift_alarm.alarm_arn],
+                detail={"state": {"value": ["ALARM"]}},
+            ),
+            targets=[self.retraining.start_target("drift-alarm")],
+        )
+        acknowledge_stack_findings(self)
 
         CfnOutput(self, "WebhookUrl", value=self.webhook_api.webhook_url)
         CfnOutput(
@@ -90,3 +131,9 @@ class EsmlStack(Stack):
             self, "RetrainingStateMachineArn", value=self.retraining.state_machine.state_machine_arn
         )
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
+        CfnOutput(
+            self,
+            "RetrainingRunsTable",
+            value=self.retraining.runs.table_name,
+            description="one row per retraining run: outcome, challenger, evaluation report",
+        )

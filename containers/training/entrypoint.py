@@ -20,6 +20,9 @@ from pathlib import Path
 
 ML_ROOT = Path("/opt/ml")
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "training" / "train.py"
+RETRAIN_SCRIPT = TRAIN_SCRIPT.with_name("retrain_steps.py")
+STEP_HYPERPARAMETER = "esml_step"
+"""Set by the retraining state machine: run its step (train, evaluate, promote) instead."""
 FAILURE_TAIL_LINES = 20
 
 
@@ -74,13 +77,16 @@ def run_training(
         return 2
     try:
         derived = sagemaker_environment(ml_root)
-        args = hyperparameter_args(read_hyperparameters(ml_root))
+        hyperparameters = read_hyperparameters(ml_root)
+        args = hyperparameter_args(hyperparameters)
     except ContractError as e:
         _report_failure(ml_root, str(e))
         return 2
     for directory in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"):
         Path(derived[directory]).mkdir(parents=True, exist_ok=True)
     env = {**derived, **environ}  # a variable set on the job itself wins
+    if STEP_HYPERPARAMETER in hyperparameters:
+        train_script = train_script.with_name(RETRAIN_SCRIPT.name)
     command = [sys.executable, str(train_script), *args]
     process = subprocess.Popen(
         command, env=env, stderr=subprocess.PIPE, text=True, errors="replace"
