@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
 from esml_cdk import build
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -14,6 +15,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     app = cdk.App()
+    # cdk-nag's AwsSolutions pack: any finding without a written acknowledgment fails the synth.
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     stack = build(app, repo_root=REPO_ROOT, environ=os.environ)
     if stack.settings.offline:
         print(

@@ -1007,16 +1007,25 @@ spec.loader.exec_module(module)
 """
 
 
+def pinned_installs(dockerfile_text: str) -> set[str]:
+    """Distributions a Dockerfile installs by pin (`RUN pip install name==version ...`)."""
+    lines = re.findall(r"^RUN pip install ((?:[\w.-]+==\S+\s*)+)$", dockerfile_text, re.M)
+    return {pin.split("==")[0] for line in lines for pin in line.split()}
+
+
 @pytest.mark.parametrize(
     ("image", "entry"),
-    [("tick_engine", "containers/tick_engine/main.py"), ("training", "training/train.py")],
-)
+    [("tick_engine", "containers/tick_engine/main.py"), ("training", "training/train.py"),
+     ("training", "training/retrain_steps.py"), ("training", "lambdas/drift/handler.py")],
+)  # fmt: skip
 def test_image_entry_imports_with_only_what_its_dockerfile_installs(image: str, entry: str) -> None:
     """No Docker here: import the entry point in this .venv with every distribution the
     image's `pip install` would not bring in made unimportable, as it is in the image
     (optional imports such as numba's yaml then fail quietly, as they do there)."""
     text = (REPO_ROOT / "containers" / image / "Dockerfile").read_text()
     installs = install_closure("esml", installed_extras(text))
+    for pinned in pinned_installs(text):
+        installs |= install_closure(pinned, set())
     result = subprocess.run(
         [
             sys.executable,

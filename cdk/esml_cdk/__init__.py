@@ -1,4 +1,4 @@
-"""The esml CDK app: one stack built from small constructs (see DESIGN.md, `cdk/`)."""
+"""The esml CDK app: one stack built from small constructs (deploy guide: docs/aws.md)."""
 
 from __future__ import annotations
 
