@@ -631,6 +631,13 @@ def test_only_the_promote_job_writes_the_champion(synth: Synth, definition: dict
     }
     assert reads["Train"] == {f"{bucket}/data/*"}
     assert f"{bucket}/models/*" in reads["Evaluate"]
+    # A missing models/champion (the first run) must answer 404, not 403: S3 does so only
+    # to a role that may list the bucket, with no prefix condition.
+    evaluate_role = job_role(synth, definition["States"]["Evaluate"])
+    assert any(
+        actions(st) == ["s3:ListBucket"] and "Condition" not in st
+        for st in statements_of(synth, evaluate_role)
+    )
     # nobody else in the stack may write the champion
     champion_writers = {
         role_id

@@ -24,7 +24,7 @@ from esml_cdk import metric_names as names
 from esml_cdk.data import DATA_PREFIX, MODEL_PREFIX
 from esml_cdk.functions import log_group
 from esml_cdk.nag import acknowledge, acknowledge_lambda_basics, logical_id
-from esml_cdk.retraining import TRAINING_IMAGE
+from esml_cdk.retraining import TRAINING_IMAGE, list_whole_bucket
 
 DRIFT_PERIOD = Duration.hours(1)
 
@@ -82,13 +82,7 @@ class Drift(Construct):
                 resources=[bucket.arn_for_objects(f"{p}*") for p in (DATA_PREFIX, MODEL_PREFIX)],
             )
         )
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{DATA_PREFIX}*", f"{MODEL_PREFIX}*"]}},
-            )
-        )
+        role.add_to_principal_policy(list_whole_bucket(bucket))
         bucket_id = logical_id(bucket)
         for prefix in (DATA_PREFIX, MODEL_PREFIX):
             acknowledge(

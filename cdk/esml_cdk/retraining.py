@@ -82,6 +82,7 @@ class Retraining(Construct):
             lists=[DATA_PREFIX, MODEL_PREFIX],
             writes=EVALUATION_PREFIX,
         )
+        self.evaluate_role.add_to_policy(list_whole_bucket(bucket))
         self.promote_role = self._job_role(
             "Promote", reads=[CHALLENGER_PREFIX], lists=[], writes=PROMOTION_PREFIX
         )
@@ -152,7 +153,7 @@ class Retraining(Construct):
             definition_body=sfn.DefinitionBody.from_chainable(
                 retraining_definition(Construct(self, "Flow"), flow, "sync")
             ),
-            timeout=MAX_JOB_TIME.plus(MAX_JOB_TIME).plus(Duration.hours(2)),
+            timeout=Duration.hours(3 * MAX_JOB_TIME.to_hours() + 1),  # three jobs and the rest
             logs=sfn.LogOptions(
                 destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
             ),
@@ -302,3 +303,10 @@ class Retraining(Construct):
             "cloudwatch:PutMetricData (condition: namespace esml), X-Ray trace segments and "
             "CloudWatch Logs log delivery have no resource-level permissions",
         )
+
+
+def list_whole_bucket(bucket: s3.IBucket) -> iam.PolicyStatement:
+    """S3 answers a GET of a missing key with 404 only to a caller that may list the
+    bucket (403 otherwise), and "no models/champion yet" must read as a 404: the first run
+    has no champion. Listing shows key names, never contents."""
+    return iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
