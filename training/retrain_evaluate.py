@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from esml.alpha.bundle import TREES, ServedBundle, load_served
 from esml.alpha.ensemble import ensemble_batch
 from esml.config import EsmlConfig
-from esml.evaluation.datasets import build_rows
+from esml.evaluation.datasets import Rows, build_rows
 from esml.evaluation.model_eval import (
     BASELINE_LABELS,
     BASELINES,
@@ -76,7 +77,9 @@ class Judgement:
     scores: dict[str, Scores]
     comparisons: tuple[Comparison, ...]
 
-    def report(self, challenger: str, champion: str | None, split: Split, policy: PromotionPolicy):
+    def report(
+        self, challenger: str, champion: str | None, split: Split, policy: PromotionPolicy
+    ) -> dict[str, object]:
         """The evaluation.json body the verdict Lambda reads (and a person too)."""
 
         def iv(i: Interval) -> list[float]:
@@ -108,7 +111,9 @@ def _label(name: str) -> str:
     return BASELINE_LABELS.get(name, f"the {name}")
 
 
-def served_predictions(bundle: ServedBundle, rows, idx: np.ndarray, tick_size: float) -> Prediction:
+def served_predictions(
+    bundle: ServedBundle, rows: Rows, idx: np.ndarray, tick_size: float
+) -> Prediction:
     """The bundle's ensemble on rows `idx`: members as exported, then its calibrated vote."""
     names = [m.name for m in bundle.ensemble_manifest.members]
     probas = []
@@ -205,7 +210,7 @@ def _shortfalls(comparisons: Sequence[Comparison], policy: PromotionPolicy) -> l
     return out
 
 
-def render_markdown(report: dict) -> str:
+def render_markdown(report: dict[str, Any]) -> str:
     """evaluation.md: the report as a person reads it."""
     lines = [
         f"# Retraining evaluation: {report['decision'].upper()}",

@@ -64,6 +64,8 @@ class Drift(Construct):
                 "MODEL_PREFIX": MODEL_PREFIX,
                 "DATA_PREFIX": DATA_PREFIX,
                 "WINDOW_HOURS": str(window_hours),
+                # numba caches compiled kernels beside its modules; only /tmp is writable
+                "NUMBA_CACHE_DIR": "/tmp/numba-cache",
                 "POWERTOOLS_SERVICE_NAME": names.DRIFT_SERVICE,
                 "POWERTOOLS_METRICS_NAMESPACE": names.NAMESPACE,
             },
