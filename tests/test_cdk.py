@@ -274,6 +274,36 @@ def test_post_webhook_is_a_throttled_proxy_to_the_webhook_function(synth: Synth)
         assert join_literal(permission["Properties"]["SourceArn"]).endswith("/POST/webhook")
 
 
+def test_api_validates_logs_traces_and_the_passphrase_rotates(synth: Synth) -> None:
+    _, method = only(synth.template.find_resources("AWS::ApiGateway::Method"))
+    props = method["Properties"]
+    validator = synth.resources[props["RequestValidatorId"]["Ref"]]["Properties"]
+    assert validator["ValidateRequestBody"] is True
+    model = synth.resources[props["RequestModels"]["application/json"]["Ref"]]["Properties"]
+    assert model["Schema"]["required"] == ["passphrase"]
+    _, stage = only(synth.template.find_resources("AWS::ApiGateway::Stage"))
+    stage_props = stage["Properties"]
+    assert stage_props["TracingEnabled"] is True
+    access_log = stage_props["AccessLogSetting"]
+    assert refs(access_log["DestinationArn"]) == {
+        synth.logical_id(synth.stack.webhook_api.access_logs)
+    }
+    assert "$context.status" in access_log["Format"]
+    (settings,) = stage_props["MethodSettings"]
+    assert settings["LoggingLevel"] == "ERROR" and settings["DataTraceEnabled"] is False
+    _, rotation = only(synth.template.find_resources("AWS::SecretsManager::RotationSchedule"))
+    rotation_props = rotation["Properties"]
+    assert refs(rotation_props["SecretId"]) == {
+        synth.logical_id(synth.stack.functions.passphrase_secret)
+    }
+    assert rotation_props["RotationRules"]["ScheduleExpression"] == "rate(180 days)"
+    assert refs(rotation_props["RotationLambdaARN"]) == {
+        synth.logical_id(synth.stack.functions.rotation)
+    }
+    _, flow_log = only(synth.template.find_resources("AWS::EC2::FlowLog"))
+    assert flow_log["Properties"]["TrafficType"] == "REJECT"
+
+
 def test_functions_carry_the_contracted_environment(synth: Synth) -> None:
     s, f, d = synth, synth.stack.functions, synth.stack.data
     expected = {
