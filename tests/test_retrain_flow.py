@@ -84,7 +84,7 @@ class JobRunner:
     """Plays SageMaker's part: what each created job would have written, or how it fails."""
 
     decision: str = "promote"
-    fail_training: bool = False
+    fail_step: str | None = None
     refuse_evaluation: bool = False
     created: list[dict[str, Any]] = field(default_factory=list)
 
@@ -95,9 +95,9 @@ class JobRunner:
         self.created.append(request)
         job = ORIGINAL_CREATE(backend, **request)
         bucket, key = job.model_artifacts["S3ModelArtifacts"][5:].split("/", 1)
-        if step == "train" and self.fail_training:
+        if step == self.fail_step:
             job.training_job_status = "Failed"
-            job.failure_reason = "AlgorithmError: no MBO data under the data channel"
+            job.failure_reason = f"AlgorithmError: the {step} step exited with status 2"
             return job
         outputs = {
             "train": {"dataset.json": b"{}"},
@@ -259,12 +259,12 @@ def test_a_challenger_that_loses_is_kept_with_its_report_and_not_promoted(
 
 
 def test_a_failed_training_job_is_recorded_and_fails_the_run(aws: JobRunner) -> None:
-    aws.fail_training = True
+    aws.fail_step = "train"
     run = execute(aws)
     assert run.status == "FAILED"
     assert outcome_of(run) == "training_failed"
     assert steps_created(aws) == ["train"]
-    assert "no MBO data under the data channel" in run.row["detail"]
+    assert "the train step exited with status 2" in run.row["detail"]
     assert run.row["challenger"] == "-"
     assert "Training failed" in run.history and "Retraining failed" in run.history
 
@@ -287,3 +287,13 @@ def test_an_unreadable_verdict_is_an_evaluation_failure_never_a_promotion(
     assert run.status == "FAILED"
     assert outcome_of(run) == "evaluation_failed"
     assert steps_created(aws) == ["train", "evaluate"]
+
+
+def test_a_failed_promotion_is_recorded_and_fails_the_run(aws: JobRunner) -> None:
+    aws.fail_step = "promote"
+    run = execute(aws)
+    assert run.status == "FAILED"
+    assert outcome_of(run) == "promotion_failed"
+    assert steps_created(aws) == ["train", "evaluate", "promote"]
+    assert "the promote step exited with status 2" in run.row["detail"]
+    assert run.row["report"].endswith("/output/model.tar.gz")  # the evidence is kept

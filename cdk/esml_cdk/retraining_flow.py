@@ -76,9 +76,9 @@ def retraining_definition(
     """The whole flow under `scope`; `poll_seconds` is the poll variant's wait."""
     b = _Builder(scope, targets, variant, poll_seconds)
     record = b.record_chain()
-    training_failed = b.failure("Training failed", "training_failed", challenger=False)
-    evaluation_failed = b.failure("Evaluation failed", "evaluation_failed")
-    promotion_failed = b.failure("Promotion failed", "promotion_failed")
+    training_failed = b.failure("Training failed", "training_failed", reached="train")
+    evaluation_failed = b.failure("Evaluation failed", "evaluation_failed", reached="evaluate")
+    promotion_failed = b.failure("Promotion failed", "promotion_failed", reached="promote")
     for state in (training_failed, evaluation_failed, promotion_failed):
         state.next(record)
 
@@ -256,11 +256,16 @@ class _Builder:
             result_path="$.record",
         )
 
-    def failure(self, label: str, outcome: str, *, challenger: bool = True) -> sfn.Pass:
-        parameters = {"outcome": outcome, "detail.$": "$.error.Cause", "report": "-"}
-        parameters["challenger" + (".$" if challenger else "")] = (
-            "$.train.modelArtifacts" if challenger else "-"
-        )
+    def failure(self, label: str, outcome: str, *, reached: str) -> sfn.Pass:
+        """The record of a run that failed in step `reached`: what it made before is named."""
+        made = {"challenger": "$.train.modelArtifacts", "report": "$.evaluate.modelArtifacts"}
+        kept = {"train": (), "evaluate": ("challenger",), "promote": ("challenger", "report")}
+        parameters = {"outcome": outcome, "detail.$": "$.error.Cause"}
+        for key, path in made.items():
+            if key in kept[reached]:
+                parameters[f"{key}.$"] = path
+            else:
+                parameters[key] = "-"
         return sfn.Pass(self.scope, label, parameters=parameters, result_path="$.record")
 
     def record_chain(self) -> sfn.IChainable:
