@@ -661,6 +661,21 @@ def test_only_the_promote_job_writes_the_champion(synth: Synth, definition: dict
     }
     assert reads["Train"] == {f"{bucket}/data/*"}
     assert f"{bucket}/models/*" in reads["Evaluate"]
+    # SageMaker lists each input channel's prefix before downloading it
+    for name in ("Train", "Evaluate", "Promote"):
+        state = definition["States"][name]
+        role = job_role(synth, state)
+        listable = [
+            st.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+            for st in statements_of(synth, role)
+            if actions(st) == ["s3:ListBucket"]
+        ]
+        for channel in state["Parameters"]["InputDataConfig"]:
+            source = channel["DataSource"]["S3DataSource"]
+            prefix = {"data": "data/", "challenger": "retraining/challengers/"}[
+                channel["ChannelName"]
+            ]
+            assert None in listable or any(f"{prefix}*" in p for p in listable), (name, source)
     # A missing models/champion (the first run) must answer 404, not 403: S3 does so only
     # to a role that may list the bucket, with no prefix condition.
     evaluate_role = job_role(synth, definition["States"]["Evaluate"])

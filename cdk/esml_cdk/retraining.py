@@ -79,12 +79,12 @@ class Retraining(Construct):
         self.evaluate_role = self._job_role(
             "Evaluate",
             reads=[DATA_PREFIX, CHALLENGER_PREFIX, MODEL_PREFIX],
-            lists=[DATA_PREFIX, MODEL_PREFIX],
+            lists=[DATA_PREFIX, CHALLENGER_PREFIX, MODEL_PREFIX],
             writes=EVALUATION_PREFIX,
         )
         self.evaluate_role.add_to_policy(list_whole_bucket(bucket))
         self.promote_role = self._job_role(
-            "Promote", reads=[CHALLENGER_PREFIX], lists=[], writes=PROMOTION_PREFIX
+            "Promote", reads=[CHALLENGER_PREFIX], lists=[CHALLENGER_PREFIX], writes=PROMOTION_PREFIX
         )
         self.promote_role.add_to_policy(
             iam.PolicyStatement(
@@ -174,7 +174,8 @@ class Retraining(Construct):
         )
 
     def _job_role(self, name: str, *, reads: list[str], lists: list[str], writes: str) -> iam.Role:
-        """A SageMaker job's role: read `reads`, list `lists`, write its own output prefix."""
+        """A SageMaker job's role: read `reads`, list `lists` (SageMaker lists each input
+        channel's prefix before it downloads), write its own output prefix."""
         stack = Stack.of(self)
         log_group = stack.format_arn(
             service="logs",
