@@ -24,9 +24,10 @@ from esml.decision.proposal import (
 from esml.execution.orders import Fill, OrderRole
 from esml.journal.dynamodb import DynamoDBJournal
 from esml.market.side import Side
+from tests.alert_stack import atomic_aws
 from tests.aws_fixtures import FILLS_TABLE, RISK_STATE_TABLE, aws, aws_session, create_tables
 
-__all__ = ["aws", "aws_session"]
+__all__ = ["atomic_aws", "aws", "aws_session"]
 
 RISK = RiskConfig()
 FRIDAY = datetime(2025, 3, 7, 15, 30, 5, tzinfo=UTC)
@@ -125,9 +126,10 @@ def test_apply_all_books_each_new_fill_in_time_order(ledger: FillLedger) -> None
     assert ledger.recorded({"1", "2", "3"}) == {"1", "2"}
 
 
-def test_racing_appliers_book_each_fill_once(ledger: FillLedger) -> None:
-    """Four threads apply the same 20 fills. moto serialises each request, as DynamoDB
-    applies each transaction atomically; the version and fill-id conditions do the rest."""
+def test_racing_appliers_book_each_fill_once(ledger: FillLedger, atomic_aws: None) -> None:
+    """Four threads apply the same 20 fills. Each AWS call is made atomic (`atomic_aws`),
+    as DynamoDB applies each transaction atomically and moto under threads does not; the
+    version and fill-id conditions must do the rest."""
     fills = [fill(str(i), "ESH5", Side.BUY if i % 2 else Side.SELL, 1, 5772.25 + i * 0.25)
              for i in range(1, 21)]  # fmt: skip
     applied: list[str] = []

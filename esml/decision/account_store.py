@@ -153,6 +153,7 @@ def to_item(account: str, state: SharedAccount) -> dict[str, Any]:
                 "status": r.status.value,
                 "ts_ns": r.ts_ns,
                 "prior_entry_ns": r.prior_entry_ns,
+                "cancel_at_ns": r.cancel_at_ns,
             }
             for cid, r in state.reservations.items()
         },
@@ -191,6 +192,7 @@ def from_item(item: dict[str, Any]) -> SharedAccount:
             status=ReservationStatus(r["status"]),
             ts_ns=int(r["ts_ns"]),
             prior_entry_ns=int(r.get("prior_entry_ns", 0)),
+            cancel_at_ns=int(r.get("cancel_at_ns", 0)),
         )
         for cid, r in item.get("reservations", {}).items()
     }

@@ -93,6 +93,7 @@ class Reservation:
     status: ReservationStatus
     ts_ns: int  # server time it was made
     prior_entry_ns: int = 0  # the cooldown's reference before this entry moved it
+    cancel_at_ns: int = 0  # a limit entry's cancel-after deadline (server time); 0: none
 
     @property
     def filled(self) -> int:
