@@ -18,19 +18,21 @@ Without it, `take_updates()` polls REST. `market_data()` opens the md socket.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import requests
 
 from esml.broker.base import BrokerError, OrderRejected, Placement
 from esml.broker.tradovate.counters import Counters
 from esml.broker.tradovate.credentials import TradovateCredentials
+from esml.broker.tradovate.market_data import MarketData
 from esml.broker.tradovate.orders import (
     LIVE_STATUSES,
     OrderSpec,
@@ -130,6 +132,8 @@ class TradovateClient:
         self._account_id = 0
         self._loop: LoopThread | None = None
         self._user: TradovateSocket | None = None
+        self._user_run: concurrent.futures.Future[None] | None = None
+        self._md: list[MarketData] = []
         self.sync: UserSync | None = None
 
     def __repr__(self) -> str:
@@ -523,9 +527,22 @@ class TradovateClient:
             renew_margin_s=self._renew_margin.total_seconds(),
             **self._socket_options,
         )
-        self._loop.submit(self._user.run())
+        self._user_run = self._loop.submit(self._user.run())
         if not self._loop.wait_until(self._user.ready, timeout_s):
             raise BrokerError(f"the user socket at {self._ws_url} did not sync in {timeout_s:g} s")
+
+    def market_data(
+        self, book: Literal["quote", "dom"] = "quote", timeout_s: float = 15.0
+    ) -> MarketData:
+        """Open the md socket (authorised with the md access token). `book` picks what
+        builds the book: the quotes' touch or the 10-level DOM."""
+        md = MarketData(
+            self._md_url, token=self.md_token, contract_id=self._contract_id, loop=self.loop,
+            counters=self.counters, renew=self._renew_socket, book=book,
+            socket_options=self._socket_options,
+        )  # fmt: skip
+        self._md.append(md)
+        return md.start(timeout_s)
 
     def wait_for_sync(self, timeout_s: float = 15.0) -> bool:
         """Block until the user socket is open and synced (after a reconnect, too)."""
@@ -546,9 +563,13 @@ class TradovateClient:
         """Log off: close the sockets cleanly and stop their loop."""
         if self._loop is None:
             return
-        if self._user is not None:
+        for md in self._md:
+            md.close()
+        self._md.clear()
+        if self._user is not None and self._user_run is not None:
             self._loop.run(self._user.close())
-            self._user = None
+            self._user_run.result(10)  # its reconnect loop has ended
+        self._user = self._user_run = None
         self._loop.stop()
         self._loop = None
 
