@@ -579,16 +579,12 @@ class TradovateClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _access_token(self, fresh: bool) -> Token:
-        if fresh:
-            self.rest.forget_token()
-        s = self.rest.session()
+    def _access_token(self, refused: str | None) -> Token:
+        s = self.rest.session_without(refused)
         return Token(s.access_token, s.expires)
 
-    def md_token(self, fresh: bool) -> Token:
-        if fresh:
-            self.rest.forget_token()
-        s = self.rest.session()
+    def md_token(self, refused: str | None) -> Token:
+        s = self.rest.session_without(refused)
         return Token(s.md_access_token, s.expires)
 
     async def _renew_socket(self, socket: TradovateSocket) -> Token:

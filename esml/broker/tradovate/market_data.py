@@ -68,7 +68,7 @@ class MarketData:
         self,
         url: str,
         *,
-        token: Callable[[bool], Token],
+        token: Callable[[str | None], Token],
         contract_id: Callable[[str], int],
         loop: LoopThread,
         counters: Counters | None = None,

@@ -135,6 +135,15 @@ class TradovateRest:
             assert self._session is not None
             return self._session
 
+    def session_without(self, refused: str | None) -> Session:
+        """A valid session whose tokens are not `refused` (one a socket was refused):
+        one fresh login serves every socket that met the same refusal."""
+        with self._token_lock:
+            s = self._session
+            if s is not None and refused in (s.access_token, s.md_access_token):
+                self._session = None
+            return self.session()
+
     def renewed_after(self, expires: datetime | None) -> Session:
         """A session that outlives `expires` (a socket's token): renewed now unless another
         socket's renewal already did it, so both sockets share one renewal."""

@@ -97,7 +97,7 @@ class TradovateSocket:
         url: str,
         *,
         name: str,
-        token: Callable[[bool], Token],
+        token: Callable[[str | None], Token],
         on_event: Callable[[str, Any], None],
         on_open: Callable[[TradovateSocket], Awaitable[None]] | None = None,
         renew: Callable[[TradovateSocket], Awaitable[Token]] | None = None,
@@ -128,7 +128,8 @@ class TradovateSocket:
         self._pending: dict[int, asyncio.Future[tuple[int, Any]]] = {}
         self._closing = False
         self._expires: datetime | None = None
-        self._fresh_token = False  # the last token was refused: log in afresh
+        self._token_value: str | None = None
+        self._refused: str | None = None  # a token Tradovate refused: never offered again
         self.ready = asyncio.Event()  # authorised and past on_open
         self.connections = 0
 
@@ -199,9 +200,9 @@ class TradovateSocket:
             beats = asyncio.create_task(self._heartbeat(ws), name=f"{self.name}-heartbeat")
             renewer: asyncio.Task[None] | None = None
             try:
-                token = self._token(self._fresh_token)
+                token = self._token(self._refused)
                 await self._authorize(ws, token)
-                self._fresh_token = False
+                self._refused = None
                 self.connections += 1
                 self.counters.add("ws_connects")
                 if self._on_open is not None:
@@ -223,9 +224,10 @@ class TradovateSocket:
         try:
             await self._exchange(ws, "authorize", token.value, "", self._request_timeout_s, 0)
         except SocketRequestFailed as e:
-            self._fresh_token = True
+            self._refused = token.value
             raise BrokerError(f"{self.name} socket: authorize refused ({e})") from None
         self._expires = token.expires
+        self._token_value = token.value
 
     async def reauthorize(self, token: Token) -> None:
         """Authorise the open socket again with a renewed token."""
@@ -270,8 +272,8 @@ class TradovateSocket:
                 ) from None
             kind, messages = decode_frame(str(frame))
             if kind == "c":
-                if messages and messages[0] == 1008:  # token expired or revoked
-                    self._fresh_token = True
+                if messages and messages[0] == 1008 and self._token_value is not None:
+                    self._refused = self._token_value  # expired or revoked
                 raise BrokerError(f"{self.name} socket closed by Tradovate: {messages}")
             for m in messages:
                 self._dispatch(m)

@@ -1,0 +1,196 @@
+"""The client's WebSocket side against the loopback simulator over real sockets: authorise,
+sync, heartbeats, `props` events turned into order and fill updates (each fill once,
+partial fills included), and every socket fault — a dropped connection, a silent peer,
+expired tokens — ending with nothing lost or doubled; tokens renewed before expiry; a
+clean log-off."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from esml.broker.tradovate import OrderSpec, TradovateClient
+from esml.execution.orders import Fill, Order, OrderRole, OrderStatus, Side
+from esml.sim.tradovate_api import TradovateSim
+from tests.tradovate_client_support import (
+    DEAD_AFTER_S,
+    PRICE,
+    SYMBOL,
+    bracket_long,
+    client_for,
+    eventually,
+    running_sim,
+)
+
+
+@pytest.fixture
+def sim() -> Iterator[TradovateSim]:
+    with running_sim() as s:
+        yield s
+
+
+@pytest.fixture
+def client(sim: TradovateSim) -> Iterator[TradovateClient]:
+    c = client_for(sim)
+    c.connect()
+    yield c
+    c.close()
+
+
+class Heard:
+    """Everything `take_updates` handed out, collected as the engine would."""
+
+    def __init__(self, client: TradovateClient) -> None:
+        self.client = client
+        self.orders: list[Order] = []
+        self.fills: list[Fill] = []
+
+    def take(self) -> None:
+        orders, fills = self.client.take_updates()
+        self.orders += orders
+        self.fills += fills
+
+    def until(self, check: object, timeout_s: float = 5.0) -> bool:
+        def done() -> bool:
+            self.take()
+            return bool(check())  # type: ignore[operator]
+
+        return eventually(done, timeout_s)
+
+    def last(self, order_id: str) -> Order:
+        return [o for o in self.orders if o.order_id == order_id][-1]
+
+
+def sim_fill_ids(sim: TradovateSim) -> list[str]:
+    return sorted(str(f["id"]) for f in sim._fills)
+
+
+def test_connect_authorises_syncs_and_logs_off_cleanly(sim: TradovateSim) -> None:
+    client = client_for(sim)
+    client.connect()
+    assert client.counters["ws_connects"] == 1
+    assert client.sync is not None and [a["name"] for a in client.sync.entities("account")]
+    client.close()
+    assert eventually(lambda: ("user", "logged off") in sim.sockets.log)
+    assert ("user", "connection lost") not in sim.sockets.log
+
+
+def test_fills_arrive_over_the_socket_each_exactly_once(
+    sim: TradovateSim, client: TradovateClient
+) -> None:
+    heard = Heard(client)
+    placement = client.place(bracket_long("ws-once"), reference_price=PRICE)
+    assert placement.stop is not None and placement.target is not None
+    assert heard.until(lambda: len(heard.fills) == 1)
+    sim.set_price(SYMBOL, PRICE + 3.0)  # through the target
+    assert heard.until(lambda: len(heard.fills) == 2)
+    assert heard.until(lambda: heard.last(placement.stop.order_id).status is OrderStatus.CANCELLED)
+    time.sleep(0.3)
+    heard.take()
+    assert [(f.role, f.side, f.price) for f in heard.fills] == [
+        (OrderRole.ENTRY, Side.BUY, PRICE),
+        (OrderRole.TARGET, Side.SELL, PRICE + 3.0),
+    ]
+    assert sorted(f.fill_id for f in heard.fills) == sim_fill_ids(sim)
+    assert heard.last(placement.target.order_id).status is OrderStatus.FILLED
+
+
+def test_partial_fills_are_reported_as_partial_and_each_fill_once(
+    sim: TradovateSim, client: TradovateClient
+) -> None:
+    heard = Heard(client)
+    sim.faults.cap_fills(1)
+    order = client.place_order(
+        OrderSpec("partial-3", SYMBOL, Side.BUY, 3, "Limit", price=PRICE - 1)
+    )
+    for k in (1, 2, 3):
+        sim.set_price(SYMBOL, PRICE - 1 - 0.25 * k)  # each step takes one lot of the limit
+        assert heard.until(lambda k=k: sum(f.qty for f in heard.fills) == k)
+        view = heard.last(order.order_id)
+        assert view.filled_qty == k
+        assert view.status is (OrderStatus.FILLED if k == 3 else OrderStatus.PARTIALLY_FILLED)
+    assert [f.qty for f in heard.fills] == [1, 1, 1]
+    assert len({f.fill_id for f in heard.fills}) == 3 == len(sim_fill_ids(sim))
+
+
+def test_a_dropped_socket_resyncs_without_losing_or_doubling(
+    sim: TradovateSim, client: TradovateClient
+) -> None:
+    heard = Heard(client)
+    placement = client.place(bracket_long("ws-drop"), reference_price=PRICE)
+    assert heard.until(lambda: len(heard.fills) == 1)
+    assert client.user_socket is not None
+    sim.faults.drop_sockets("user")
+    sim.set_price(SYMBOL, PRICE - 2.5)  # the stop fills while the socket is down
+    assert heard.until(lambda: len(heard.fills) == 2)
+    assert client.user_socket.connections == 2
+    assert client.counters["ws_fills_recovered_by_resync"] == 1, "its event was lost: resync"
+    assert placement.target is not None
+    assert heard.until(
+        lambda: heard.last(placement.target.order_id).status is OrderStatus.CANCELLED
+    )
+    time.sleep(0.3)
+    heard.take()
+    assert sorted(f.fill_id for f in heard.fills) == sim_fill_ids(sim), "none lost, none doubled"
+    assert [f.role for f in heard.fills] == [OrderRole.ENTRY, OrderRole.STOP]
+
+
+def test_a_silent_peer_is_declared_dead_within_seconds_and_resynced(
+    sim: TradovateSim, client: TradovateClient
+) -> None:
+    heard = Heard(client)
+    client.place(bracket_long("ws-freeze"), reference_price=PRICE)
+    assert heard.until(lambda: len(heard.fills) == 1)
+    started = time.monotonic()
+    sim.faults.freeze_sockets("user", seconds=DEAD_AFTER_S * 4)
+    sim.set_price(SYMBOL, PRICE + 3.0)  # the target fills while the peer is silent
+    assert eventually(lambda: client.counters["ws_dead_detected"] == 1, DEAD_AFTER_S + 1.5)
+    assert time.monotonic() - started < DEAD_AFTER_S + 1.5
+    assert heard.until(lambda: len(heard.fills) == 2)
+    assert client.counters["ws_fills_recovered_by_resync"] == 1
+    assert sorted(f.fill_id for f in heard.fills) == sim_fill_ids(sim)
+
+
+def test_expired_tokens_bring_a_fresh_login_on_both_sockets(
+    sim: TradovateSim, client: TradovateClient
+) -> None:
+    md = client.market_data()
+    md.subscribe_quote(SYMBOL)
+    heard = Heard(client)
+    sim.faults.expire_tokens()
+    assert user_socket_reconnected(client)
+    assert eventually(lambda: md.socket.connections == 2 and md.socket.ready.is_set())
+    assert len(sim.calls("/auth/accesstokenrequest")) == 2  # one fresh login for both sockets
+    client.place(bracket_long("ws-expired"), reference_price=PRICE)  # REST on the new token
+    assert heard.until(lambda: len(heard.fills) == 1)
+    sim.set_price(SYMBOL, PRICE + 0.25)
+    assert eventually(lambda: len(md.take_events(SYMBOL)) > 0), "quotes resubscribed"
+
+
+def user_socket_reconnected(client: TradovateClient) -> bool:
+    socket = client.user_socket
+    return socket is not None and eventually(
+        lambda: socket.connections == 2 and socket.ready.is_set()
+    )
+
+
+def test_tokens_are_renewed_before_expiry_on_both_open_sockets() -> None:
+    with running_sim(token_ttl=timedelta(seconds=2.5)) as sim:
+        client = client_for(sim, renew_margin=timedelta(seconds=2))
+        client.connect()
+        md = client.market_data()
+        try:
+            time.sleep(3.5)  # past the first token's expiry, idle but for heartbeats
+            assert client.counters["ws_token_renewals"] >= 2
+            assert client.counters["ws_reconnects"] == 0, "renewed in place, never dropped"
+            assert client.user_socket is not None and client.user_socket.connections == 1
+            assert md.socket.connections == 1
+            assert len(sim.calls("/auth/accesstokenrequest")) == 1
+            heard = Heard(client)
+            client.place(bracket_long("ws-renewed"), reference_price=PRICE)
+            assert heard.until(lambda: len(heard.fills) == 1)
+        finally:
+            client.close()
