@@ -13,12 +13,13 @@ from datetime import timedelta
 import pytest
 
 from esml.broker.tradovate import OrderSpec, TradovateClient
-from esml.execution.orders import Fill, Order, OrderRole, OrderStatus, Side
+from esml.execution.orders import OrderRole, OrderStatus, Side
 from esml.sim.tradovate_api import TradovateSim
 from tests.tradovate_client_support import (
     DEAD_AFTER_S,
     PRICE,
     SYMBOL,
+    Heard,
     bracket_long,
     client_for,
     eventually,
@@ -38,30 +39,6 @@ def client(sim: TradovateSim) -> Iterator[TradovateClient]:
     c.connect()
     yield c
     c.close()
-
-
-class Heard:
-    """Everything `take_updates` handed out, collected as the engine would."""
-
-    def __init__(self, client: TradovateClient) -> None:
-        self.client = client
-        self.orders: list[Order] = []
-        self.fills: list[Fill] = []
-
-    def take(self) -> None:
-        orders, fills = self.client.take_updates()
-        self.orders += orders
-        self.fills += fills
-
-    def until(self, check: object, timeout_s: float = 5.0) -> bool:
-        def done() -> bool:
-            self.take()
-            return bool(check())  # type: ignore[operator]
-
-        return eventually(done, timeout_s)
-
-    def last(self, order_id: str) -> Order:
-        return [o for o in self.orders if o.order_id == order_id][-1]
 
 
 def sim_fill_ids(sim: TradovateSim) -> list[str]:
@@ -87,7 +64,7 @@ def test_fills_arrive_over_the_socket_each_exactly_once(
     assert heard.until(lambda: len(heard.fills) == 1)
     sim.set_price(SYMBOL, PRICE + 3.0)  # through the target
     assert heard.until(lambda: len(heard.fills) == 2)
-    assert heard.until(lambda: heard.last(placement.stop.order_id).status is OrderStatus.CANCELLED)
+    assert heard.until(lambda: heard.status(placement.stop.order_id) is OrderStatus.CANCELLED)
     time.sleep(0.3)
     heard.take()
     assert [(f.role, f.side, f.price) for f in heard.fills] == [
@@ -95,7 +72,7 @@ def test_fills_arrive_over_the_socket_each_exactly_once(
         (OrderRole.TARGET, Side.SELL, PRICE + 3.0),
     ]
     assert sorted(f.fill_id for f in heard.fills) == sim_fill_ids(sim)
-    assert heard.last(placement.target.order_id).status is OrderStatus.FILLED
+    assert heard.status(placement.target.order_id) is OrderStatus.FILLED
 
 
 def test_partial_fills_are_reported_as_partial_and_each_fill_once(
@@ -129,9 +106,7 @@ def test_a_dropped_socket_resyncs_without_losing_or_doubling(
     assert client.user_socket.connections == 2
     assert client.counters["ws_fills_recovered_by_resync"] == 1, "its event was lost: resync"
     assert placement.target is not None
-    assert heard.until(
-        lambda: heard.last(placement.target.order_id).status is OrderStatus.CANCELLED
-    )
+    assert heard.until(lambda: heard.status(placement.target.order_id) is OrderStatus.CANCELLED)
     time.sleep(0.3)
     heard.take()
     assert sorted(f.fill_id for f in heard.fills) == sim_fill_ids(sim), "none lost, none doubled"

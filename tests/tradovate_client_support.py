@@ -10,7 +10,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from esml.broker.tradovate import TradovateClient, TradovateCredentials
-from esml.execution.orders import BracketSpec, OrderIntent, Side, client_order_id
+from esml.execution.orders import (
+    BracketSpec,
+    Fill,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    Side,
+    client_order_id,
+)
 from esml.sim.tradovate_api import TradovateSim
 from tests.aws_fixtures import ACCOUNT_SPEC, TRADOVATE_LOGIN, tradovate_sim
 
@@ -66,3 +74,32 @@ def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return check()
+
+
+class Heard:
+    """Everything `take_updates` handed out, collected as the engine would."""
+
+    def __init__(self, client: TradovateClient) -> None:
+        self.client = client
+        self.orders: list[Order] = []
+        self.fills: list[Fill] = []
+
+    def take(self) -> None:
+        orders, fills = self.client.take_updates()
+        self.orders += orders
+        self.fills += fills
+
+    def until(self, check: object, timeout_s: float = 5.0) -> bool:
+        def done() -> bool:
+            self.take()
+            return bool(check())  # type: ignore[operator]
+
+        return eventually(done, timeout_s)
+
+    def last(self, order_id: str) -> Order:
+        return [o for o in self.orders if o.order_id == order_id][-1]
+
+    def status(self, order_id: str) -> OrderStatus | None:
+        """The order's status as last reported, None before any report."""
+        seen = [o for o in self.orders if o.order_id == order_id]
+        return seen[-1].status if seen else None
