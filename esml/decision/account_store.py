@@ -144,6 +144,7 @@ def to_item(account: str, state: SharedAccount) -> dict[str, Any]:
             }
             for symbol, b in state.books.items()
         },
+        "unsettled": list(state.unsettled),
         "reservations": {
             cid: {
                 "symbol": r.symbol,
@@ -196,4 +197,5 @@ def from_item(item: dict[str, Any]) -> SharedAccount:
         )
         for cid, r in item.get("reservations", {}).items()
     }
-    return SharedAccount(risk, books, reservations)
+    unsettled = [str(c) for c in item.get("unsettled", [])]
+    return SharedAccount(risk, books, reservations, unsettled)

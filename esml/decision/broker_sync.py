@@ -13,9 +13,10 @@
    Nothing is released on a guess: a broker that cannot be asked leaves every
    reservation as it is, and the caller refuses new entries on a contract while one
    of its reservations is UNKNOWN.
-3. The orders table follows: each order whose fills were applied, and its bracket
-   siblings, get the broker's status (a leg that filled: Filled; its OCO partner:
-   Canceled).
+3. The orders table follows: each order noted unsettled in the account (a fill applied,
+   a reservation released: noted in the same write, so it cannot be forgotten) and its
+   bracket siblings get the broker's status (a leg that filled: Filled; its OCO partner:
+   Canceled); one the broker never received: Rejected.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from esml.decision.account_store import AccountStore
 from esml.decision.alerts import MAX_TARGETS
 from esml.decision.fills import FillLedger
 from esml.decision.proposal import Reservation, ReservationStatus, SharedAccount
-from esml.execution.orders import Fill, Order
+from esml.execution.orders import Fill, Order, OrderStatus
 
 NS = 1_000_000_000
 IN_FLIGHT_S = 120.0
@@ -68,6 +69,7 @@ def release(store: AccountStore, account: str, r: Reservation) -> SharedAccount:
         if current is None:
             return
         del state.reservations[r.client_id]
+        state.unsettle(r.client_id)
         never_filled = current.filled == 0 and not current.is_exit
         if never_filled and state.risk.last_entry_ns == current.ts_ns:
             state.risk.last_entry_ns = current.prior_entry_ns
@@ -118,7 +120,13 @@ def sync_account(
             release(store, account, r)
             report.released.append(r.client_id)
     if journal is not None:
-        follow_orders(broker, journal, {f.client_id for f in report.applied if f.client_id})
+        unsettled = store.load(account).unsettled
+        follow_orders(broker, journal, set(unsettled))
+
+        def settled(state: SharedAccount) -> None:
+            state.unsettled = [c for c in state.unsettled if c not in unsettled]
+
+        store.update(account, settled)
     return report
 
 
@@ -136,6 +144,10 @@ def follow_orders(broker: SyncBroker, journal: OrderJournal, client_ids: set[str
         view = broker.order_for_client(cid)
         if view is not None:
             journal.record_order(_as_stored(view, stored))
+        elif stored.status is OrderStatus.PENDING:
+            stored.status = OrderStatus.REJECTED
+            stored.reject_reason = "never reached the broker (looked up by client id)"
+            journal.record_order(stored)
 
 
 def _as_stored(view: Order, stored: Order) -> Order:

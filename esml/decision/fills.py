@@ -19,7 +19,8 @@ contract goes flat (or through flat) the round trip is closed into the contract'
 the account's realised P&L, the loss streak and the drawdown breaker
 (`protections.record_round_trip`); and the reservation of the order it belongs to
 (matched by client id) shrinks by the filled quantity, so a filled entry stops being
-"open" and a bracket leg's fill frees the position for the next entry.
+"open" and a bracket leg's fill frees the position for the next entry; the order is
+noted as unsettled, so the next sync brings its record in the orders table level.
 
 Where fills come from: Tradovate's fill list (`/fill/list`), read by the router before
 every decision and after every order (`esml.decision.broker_sync.sync_account`), so a
@@ -62,6 +63,7 @@ def book_fill(state: SharedAccount, fill: Fill, risk: RiskConfig) -> None:
             book.realized_pnl += book.trip_pnl
             book.trip_pnl = 0.0
             book.avg_price = fill.price if book.position != 0 else 0.0
+    state.unsettle(fill.client_id)
     reservation = state.reservations.get(fill.client_id)
     if reservation is not None and reservation.signed_qty * signed > 0:
         left = abs(reservation.signed_qty) - fill.qty

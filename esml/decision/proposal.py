@@ -122,6 +122,13 @@ class SharedAccount:
     risk: AccountState
     books: dict[str, Book] = field(default_factory=dict)
     reservations: dict[str, Reservation] = field(default_factory=dict)
+    unsettled: list[str] = field(default_factory=list)  # orders whose record must follow
+
+    def unsettle(self, client_id: str) -> None:
+        """Note that the order's record (orders table) must be brought level with the
+        broker: written with the change that made it stale, so it cannot be forgotten."""
+        if client_id and client_id not in self.unsettled:
+            self.unsettled.append(client_id)
 
     def position(self, symbol: str) -> int:
         book = self.books.get(symbol)
