@@ -69,20 +69,32 @@ def _order(account_id: int, i: int) -> dict[str, Any]:
             "orderType": "Market", "isAutomated": True}  # fmt: skip
 
 
+CREDENTIALS = TradovateCredentials.model_validate(
+    {
+        **LOGIN,
+        "appId": "esml-bench",
+        "appVersion": "1",
+        "deviceId": "bench",
+        "env": "demo",
+        "accountSpec": ACCOUNT,
+    }  # fmt: skip
+)
+
+
 def round_trips(orders: int = ORDERS) -> list[RoundTrip]:
-    """Both rows, measured on one simulator and one login."""
-    creds = TradovateCredentials.model_validate(
-        {
-            **LOGIN,
-            "appId": "esml-bench",
-            "appVersion": "1",
-            "deviceId": "bench",
-            "env": "demo",
-            "accountSpec": ACCOUNT,
-        }
-    )
+    """Both rows, each on a fresh simulator (its state grows with every order)."""
+    return [
+        _row("order over REST -> fill event over the user socket", _run(orders, "rest"),
+             "HTTP POST /order/placeorder; the clock stops at the fill event, which may "
+             "come before the HTTP answer"),
+        _row("order over the user socket -> fill event over it", _run(orders, "socket"),
+             "the same request as a socket frame"),
+    ]  # fmt: skip
+
+
+def _run(orders: int, via: str) -> np.ndarray:
     with TradovateSim(**LOGIN, accounts=[ACCOUNT], prices={SYMBOL: 5000.0}) as sim:
-        rest = TradovateRest(creds, sim.base_url)
+        rest = TradovateRest(CREDENTIALS, sim.base_url)
         account_id = int(rest.get("/account/list")[0]["id"])
         fills = _Fills()
         session = rest.session()
@@ -96,28 +108,18 @@ def round_trips(orders: int = ORDERS) -> list[RoundTrip]:
         loop = LoopThread("bench-sockets")
         running = loop.submit(socket.run())
         loop.wait_until(socket.ready, 10)
-        try:
 
-            def over_rest(i: int) -> Any:
+        def send(i: int) -> Any:
+            if via == "rest":
                 return rest.post("/order/placeorder", _order(account_id, i))
+            return loop.run(socket.request("order/placeorder", _order(account_id, i)))
 
-            def over_socket(i: int) -> Any:
-                body = _order(account_id, orders + WARMUP + i)
-                return loop.run(socket.request("order/placeorder", body))
-
-            via_rest = _measure(orders, over_rest, fills)
-            via_socket = _measure(orders, over_socket, fills)
+        try:
+            return _measure(orders, send, fills)
         finally:
             loop.run(socket.close())
             running.result(10)
             loop.stop()
-    return [
-        _row("order over REST -> fill event over the user socket", via_rest,
-             "HTTP POST /order/placeorder; the clock stops at the fill event, which may "
-             "come before the HTTP answer"),
-        _row("order over the user socket -> fill event over it", via_socket,
-             "the same request as a socket frame"),
-    ]  # fmt: skip
 
 
 def _measure(orders: int, send: Any, fills: _Fills) -> np.ndarray:
