@@ -69,16 +69,8 @@ def _order(account_id: int, i: int) -> dict[str, Any]:
             "orderType": "Market", "isAutomated": True}  # fmt: skip
 
 
-CREDENTIALS = TradovateCredentials.model_validate(
-    {
-        **LOGIN,
-        "appId": "esml-bench",
-        "appVersion": "1",
-        "deviceId": "bench",
-        "env": "demo",
-        "accountSpec": ACCOUNT,
-    }  # fmt: skip
-)
+API_KEY = {"appId": "esml-bench", "appVersion": "1", "deviceId": "bench", "env": "demo"}
+CREDENTIALS = TradovateCredentials.model_validate({**LOGIN, **API_KEY, "accountSpec": ACCOUNT})
 
 
 def round_trips(orders: int = ORDERS) -> list[RoundTrip]:
