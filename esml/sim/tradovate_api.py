@@ -708,7 +708,7 @@ class TradovateSim:
         symbol = self._symbol_of(o.contract_id)
         _, price, stop_price = _priced(body, "order", symbol)
         command = self._command(o, "Modify", body.get("clOrdId"))
-        if self.market is not None and o.status == "Working":
+        if self.market is not None:
             self.market.modify(o.id, price=price if o.order_type == "Limit" else stop_price,
                                qty=qty)  # fmt: skip
         else:

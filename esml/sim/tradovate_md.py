@@ -60,7 +60,7 @@ class MdSource(Protocol):
 
     def tape(self) -> np.ndarray: ...  # TAPE_DTYPE rows, oldest first
 
-    def now_ns(self) -> int: ...
+    def clock_ns(self) -> int: ...
 
 
 @dataclass
@@ -68,10 +68,10 @@ class PriceTape:
     """The md side of a price-set market: each `set_price` is a one-lot trade; no book."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    clock_ns: int = 0
+    last_ns: int = 0
 
     def trade(self, ts_ns: int, price: float) -> None:
-        self.clock_ns = ts_ns
+        self.last_ns = ts_ns
         self.rows.append((ts_ns, price, 1, 0, np.nan, np.nan, 0, 0))
 
     def touch(self) -> tuple[float, int, float, int]:
@@ -83,8 +83,8 @@ class PriceTape:
     def tape(self) -> np.ndarray:
         return np.array(self.rows, dtype=TAPE_DTYPE)
 
-    def now_ns(self) -> int:
-        return self.clock_ns
+    def clock_ns(self) -> int:
+        return self.last_ns
 
 
 def _iso(ts_ns: int) -> str:
@@ -119,12 +119,12 @@ def quote(contract: int, src: MdSource) -> dict[str, Any]:
         entries["OpeningPrice"] = {"price": float(tape["price"][0])}
         entries["HighPrice"] = {"price": float(tape["price"].max())}
         entries["LowPrice"] = {"price": float(tape["price"].min())}
-    return {"timestamp": _iso(src.now_ns()), "contractId": contract, "entries": entries}
+    return {"timestamp": _iso(src.clock_ns()), "contractId": contract, "entries": entries}
 
 
 def dom(contract: int, src: MdSource) -> dict[str, Any]:
     bids, offers = src.dom(DOM_LEVELS)
-    return {"contractId": contract, "timestamp": _iso(src.now_ns()), "bids": bids,
+    return {"contractId": contract, "timestamp": _iso(src.clock_ns()), "bids": bids,
             "offers": offers}  # fmt: skip
 
 
@@ -258,7 +258,7 @@ def _get_chart(sim: TradovateSim, contract: int, body: dict[str, Any], session: 
         bars = minute_bars(history, size)
         if isinstance(most, int) and most > 0:
             bars = bars[-most:]
-        packets.append({"id": hist_id, "td": _trade_day(src.now_ns()), "bars": bars})
+        packets.append({"id": hist_id, "td": _trade_day(src.clock_ns()), "bars": bars})
     packets.append({"id": hist_id, "eoh": True})
     bar_from = len(tape) - len(minute_rows(tape, size)) if kind == "MinuteBar" else len(tape)
     session.charts[live_id] = ChartSub(contract, kind, size, len(tape), bar_from)
