@@ -101,7 +101,7 @@ class Engine:
         (`esml.execution.recovery`) and then opens nothing for `lockout_s` of market time."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        paper = broker is None or isinstance(broker, PaperBroker)
+        paper = broker is None or _paper_of(broker) is not None
         if paper == (mode == "live"):
             kind = "the paper broker" if paper else type(broker).__name__
             raise ValueError(f"mode {mode!r} does not trade through {kind}")
@@ -125,7 +125,7 @@ class Engine:
             book = BookState.new(self.instrument.tick_fixed)
             broker = PaperBroker(self.instrument, book, exchange or cfg.paper_exchange)
         self.broker: EngineBroker = broker
-        self.paper: PaperBroker | None = broker if isinstance(broker, PaperBroker) else None
+        self.paper = _paper_of(broker)
         if self.paper is not None:
             self.book, self._exchange = self.paper.book, self.paper.exchange
         else:  # the same compiled loop over an exchange that holds no order of ours
@@ -367,6 +367,13 @@ class Engine:
             now = self.paper.now_ns if self.paper is not None else self.manager.now_ns
             record_round_trip(self.account, self.trip_cash, now, self.cfg.risk)
             self.trip_cash = 0.0
+
+
+def _paper_of(broker: object) -> PaperBroker | None:
+    """The paper broker behind `broker`, which may wrap it (as `.broker`: shared risk)."""
+    while broker is not None and not isinstance(broker, PaperBroker):
+        broker = vars(broker).get("broker")
+    return broker
 
 
 def _inputs_of(strategy: Strategy) -> ModelInputs | None:
