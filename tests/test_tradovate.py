@@ -22,12 +22,13 @@ from esml.execution.orders import (
 from esml.market.instruments import ES
 from esml.sim.tradovate_api import TradovateSim
 from tests.aws_fixtures import ACCOUNT_SPEC, TRADOVATE_LOGIN, tradovate_sim
+from tests.tradovate_client_support import quick
 
 
 @pytest.fixture
 def sim() -> Iterator[TradovateSim]:
     with tradovate_sim() as s:
-        yield s
+        yield quick(s)
 
 
 def credentials(**overrides: object) -> TradovateCredentials:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from esml.broker.base import OrderRejected
@@ -251,3 +252,62 @@ def test_each_order_request_meets_its_faults(flat: TradovateSim, case: Case) -> 
     check = _run(case.op, client, flat, lambda: arm(flat, case.fault, PATHS[case.op]), tag)
     check()
     assert outcome(client) == case.expected
+
+
+SOAK_FAULTS = ("none", "429", "423", "500", "503", "500-after-accept", "drop-after-accept")
+
+
+def test_a_seeded_run_of_random_faults_and_socket_drops_loses_and_doubles_nothing(
+    sim: TradovateSim,
+) -> None:
+    """24 bracket round trips, each entry meeting a random request fault, the user socket
+    cut now and then, the market taking every position out through a leg: every intent is
+    one entry with one OCO pair, every fill reaches the client once, the account is flat."""
+    from collections import Counter
+
+    from tests.tradovate_client_support import Heard, eventually
+
+    rng = np.random.default_rng(10)
+    client = client_for(sim)
+    client.connect()
+    heard = Heard(client)
+    tally: Counter[tuple[str, str]] = Counter()
+    try:
+        for i in range(24):
+            fault = str(rng.choice(SOAK_FAULTS))
+            if fault != "none":
+                arm(sim, fault, "/order/placeoso")
+            before = client.counters.snapshot()
+            intent = bracket_long(f"soak-{i}")
+            client.place(intent, reference_price=PRICE)
+            tally[(fault, _outcome_since(before, client))] += 1
+            if rng.random() < 0.25:
+                sim.faults.drop_sockets("user")
+                tally[("user socket dropped", "resynced")] += 1
+            exit_px = PRICE + 3.0 if rng.random() < 0.5 else PRICE - 2.0  # target or stop
+            sim.set_price(SYMBOL, exit_px)
+            sim.set_price(SYMBOL, PRICE)
+            for suffix in ("", "-stop", "-target"):
+                assert len(orders_sent_as(sim, intent.client_id + suffix)) == 1
+            assert position(sim) == 0
+        want = sorted(str(f["id"]) for f in sim._fills)
+        assert eventually(lambda: (heard.take(), sorted(f.fill_id for f in heard.fills))[1] == want)
+        assert not [o for o in sim.orders() if o["ordStatus"] in ("Working", "Suspended")]
+    finally:
+        client.close()
+    for (fault, result), n in sorted(tally.items()):
+        print(f"fault matrix: {fault:>18} -> {result}: {n}")
+    assert {r for (f, r) in tally if f in ("500-after-accept", "drop-after-accept")} <= {FOUND}
+    assert {r for (f, r) in tally if f in ("500", "503")} <= {ABSENT_RESENT}
+
+
+def _outcome_since(before: dict[str, int], client: TradovateClient) -> str:
+    now = client.counters.snapshot()
+    moved = {k for k in now if now[k] != before[k]}
+    if "lookup_found" in moved:
+        return FOUND
+    if "lookup_absent" in moved:
+        return ABSENT_RESENT
+    if moved & {"rest_429", "rest_423"}:
+        return BACKED_OFF
+    return "placed"

@@ -21,7 +21,7 @@ from esml.market.instruments import ES, PRICE_SCALE
 from esml.sim.tradovate_api import TradovateSim
 from esml.sim.tradovate_market import ReplayMarket
 from tests.aws_fixtures import sim_arguments
-from tests.tradovate_client_support import HEARTBEAT_S, client_for, eventually
+from tests.tradovate_client_support import HEARTBEAT_S, client_for, eventually, quick
 
 ES_FILE = Path(__file__).parents[1] / "data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst"
 SYMBOL = "ESH4"
@@ -37,7 +37,7 @@ def sim(es_events: np.ndarray) -> Iterator[TradovateSim]:
     market = ReplayMarket(es_events, SYMBOL, speed=None)  # step mode: the test drives it
     args = sim_arguments(prices=None, market=market, heartbeat_s=HEARTBEAT_S)
     with TradovateSim(**args) as s:
-        yield s
+        yield quick(s)
 
 
 @pytest.fixture

@@ -153,12 +153,12 @@ def user_socket_reconnected(client: TradovateClient) -> bool:
 
 
 def test_tokens_are_renewed_before_expiry_on_both_open_sockets() -> None:
-    with running_sim(token_ttl=timedelta(seconds=2.5)) as sim:
-        client = client_for(sim, renew_margin=timedelta(seconds=2))
+    with running_sim(token_ttl=timedelta(seconds=1.5)) as sim:
+        client = client_for(sim, renew_margin=timedelta(seconds=1.2))
         client.connect()
         md = client.market_data()
         try:
-            time.sleep(3.5)  # past the first token's expiry, idle but for heartbeats
+            time.sleep(2.0)  # past the first token's expiry, idle but for heartbeats
             assert client.counters["ws_token_renewals"] >= 2
             assert client.counters["ws_reconnects"] == 0, "renewed in place, never dropped"
             assert client.user_socket is not None and client.user_socket.connections == 1
