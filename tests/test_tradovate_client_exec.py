@@ -5,8 +5,6 @@ simulator: orders over REST, their updates and fills over the user socket."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from esml.broker.base import BrokerError, OrderRejected
@@ -24,26 +22,15 @@ from tests.tradovate_client_support import (
     PRICE,
     SYMBOL,
     Heard,
+    a_connected_client,
+    a_running_sim,
     bracket_long,
-    client_for,
     orders_sent_as,
     position,
-    running_sim,
 )
 
-
-@pytest.fixture
-def sim() -> Iterator[TradovateSim]:
-    with running_sim() as s:
-        yield s
-
-
-@pytest.fixture
-def client(sim: TradovateSim) -> Iterator[TradovateClient]:
-    c = client_for(sim)
-    c.connect()
-    yield c
-    c.close()
+sim = pytest.fixture(name="sim")(a_running_sim)
+client = pytest.fixture(name="client")(a_connected_client)
 
 
 @pytest.fixture

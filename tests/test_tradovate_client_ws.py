@@ -7,7 +7,6 @@ clean log-off."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,25 +19,16 @@ from tests.tradovate_client_support import (
     PRICE,
     SYMBOL,
     Heard,
+    a_connected_client,
+    a_running_sim,
     bracket_long,
     client_for,
     eventually,
     running_sim,
 )
 
-
-@pytest.fixture
-def sim() -> Iterator[TradovateSim]:
-    with running_sim() as s:
-        yield s
-
-
-@pytest.fixture
-def client(sim: TradovateSim) -> Iterator[TradovateClient]:
-    c = client_for(sim)
-    c.connect()
-    yield c
-    c.close()
+sim = pytest.fixture(name="sim")(a_running_sim)
+client = pytest.fixture(name="client")(a_connected_client)
 
 
 def sim_fill_ids(sim: TradovateSim) -> list[str]:

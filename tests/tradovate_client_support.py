@@ -42,6 +42,20 @@ def running_sim(**overrides: Any) -> Iterator[TradovateSim]:
         yield quick(sim)
 
 
+def a_running_sim() -> Iterator[TradovateSim]:
+    """The test modules' `sim` fixture."""
+    with running_sim() as s:
+        yield s
+
+
+def a_connected_client(sim: TradovateSim) -> Iterator[TradovateClient]:
+    """The test modules' `client` fixture: connected to the user socket, closed after."""
+    c = client_for(sim)
+    c.connect()
+    yield c
+    c.close()
+
+
 def quick(sim: TradovateSim) -> TradovateSim:
     """The simulator's HTTP answers go out in two writes (headers, body): with Nagle on,
     each one waits out the client's delayed ACK (40 ms). Off, as tests.execution_sim does."""
