@@ -200,3 +200,17 @@ def test_a_partly_filled_entry_is_reported_partly_filled(
     view = heard.last(p.entry.order_id)
     assert view.status is OrderStatus.PARTIALLY_FILLED and view.remaining == 1
     assert client.order_for_client("part-1").status is OrderStatus.PARTIALLY_FILLED  # REST too
+
+
+def test_rest_reads_for_a_trading_program(sim: TradovateSim, client: TradovateClient) -> None:
+    spec = client.product(SYMBOL)
+    assert (spec.product, spec.tick_size, spec.value_per_point, spec.tick_value) == (
+        "ES", 0.25, 50.0, 12.5,
+    )  # fmt: skip
+    o = client.place_order(OrderSpec("reads-1", SYMBOL, Side.BUY, 1))
+    (account,) = client.accounts()
+    assert [r["id"] for r in client.order_list()] == [int(o.order_id)]
+    assert [(f["orderId"], f["qty"]) for f in client.fill_list()] == [(int(o.order_id), 1)]
+    assert [(p["accountId"], p["netPos"]) for p in client.position_list()] == [(account["id"], 1)]
+    assert {r["execType"] for r in client.execution_reports()} >= {"New", "Trade"}
+    assert [c["accountId"] for c in client.cash_balances()] == [account["id"]]

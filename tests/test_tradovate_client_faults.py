@@ -128,6 +128,15 @@ def test_a_bracket_entry_meets_each_fault(flat: TradovateSim, fault: str) -> Non
     assert outcome(client) == FAULTS_SEEN_ON_PLACE[fault]
 
 
+def test_a_penalty_ticket_on_the_login_is_waited_out(flat: TradovateSim) -> None:
+    client = client_for(flat)
+    flat.faults.rest("p-ticket", path="/auth/accesstokenrequest", p_time=1.0)
+    assert client.position(SYMBOL) == 0  # logged in after waiting p-time, with the ticket
+    first, second = flat.calls("/auth/accesstokenrequest")[-2:]
+    assert "p-ticket" not in first.body and second.body["p-ticket"]
+    assert client.counters["rest_p_ticket"] == 1
+
+
 def test_429_past_the_budget_is_rate_limited_never_rejected(flat: TradovateSim) -> None:
     client = client_for(flat, rate_limit_budget_s=0.6)
     flat.faults.rest("429", path="/order/placeorder", times=50)
