@@ -18,6 +18,7 @@ the broker's fills).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -36,7 +37,7 @@ from esml.decision.protections import note_entry, record_round_trip
 from esml.engine.champion_watch import ChampionWatch
 from esml.engine.trader import Decision, Trader
 from esml.execution.manager import PositionManager
-from esml.execution.ports import ListsWorkingOrders, ReportsUpdates
+from esml.execution.ports import BrokerFailure, ListsWorkingOrders, ReportsUpdates
 from esml.execution.recovery import RecoveryReport, recover
 from esml.features.batch import decision_ok, next_decision
 from esml.features.kernel import (
@@ -75,6 +76,8 @@ class EngineStats:
     orders: int = 0
     fills: int = 0
     rejected_by_broker: int = 0
+    broker_errors: int = 0  # the broker's news could not be read (it is read again later)
+    decision_us: list[float] = field(default_factory=list)  # each decision's time (not backtests)
     mids: list[tuple[int, float]] = field(default_factory=list)  # (ts, mid) per decision
     swaps: list[tuple[int, str]] = field(default_factory=list)  # (ts, strategy now serving)
 
@@ -190,7 +193,7 @@ class Engine:
         self._clock(ts)
         for _ in range(SETTLE_ATTEMPTS):
             self._settle()
-            if not self._exposed():
+            if not self.exposed():
                 return
             self.flatten(ts, reason)
         self._settle()
@@ -283,6 +286,15 @@ class Engine:
             self._compute_features(ts, bp, bs, ap, as_)
             return
         self.stats.decisions += 1
+        if self.mode == "backtest":
+            self._trade(ts, bp, bs, ap, as_, mid)
+            return
+        t0 = time.perf_counter()
+        self._trade(ts, bp, bs, ap, as_, mid)
+        self.stats.decision_us.append((time.perf_counter() - t0) * 1e6)
+
+    def _trade(self, ts: int, bp: int, bs: int, ap: int, as_: int, mid: float) -> None:
+        """Features, the strategy, the gates and the position manager at a decision."""
         self.stats.mids.append((ts, mid))
         self._compute_features(ts, bp, bs, ap, as_)
         self.account.position = self.manager.position
@@ -347,7 +359,8 @@ class Engine:
         )
         self.journal.record_decision(decision)
 
-    def _exposed(self) -> bool:
+    def exposed(self) -> bool:
+        """The broker holds a position or a working order on the symbol."""
         return self.broker.position(self.symbol) != 0 or bool(
             self.broker.working_orders(self.symbol)
         )
@@ -355,7 +368,11 @@ class Engine:
     def _take_broker_updates(self) -> None:
         """Hand the broker's news to the position manager (which journals every order
         transition and each fill once), then book closed round trips into the account."""
-        orders, fills = self.broker.take_updates()
+        try:
+            orders, fills = self.broker.take_updates()
+        except BrokerFailure:  # a dropped socket or a lost answer: nothing taken, read later
+            self.stats.broker_errors += 1
+            return
         if not orders and not fills:
             return
         pv = self.instrument.point_value

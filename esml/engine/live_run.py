@@ -14,6 +14,7 @@ named by `ESML_TRADOVATE_CREDENTIALS`, in the container from the secret the stac
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ BrokerKind = Literal["paper", "tradovate"]
 SOURCES: tuple[Source, ...] = ("replay", "sim", "tradovate")
 BROKERS: tuple[BrokerKind, ...] = ("paper", "tradovate")
 CREDENTIALS_ENV = "ESML_TRADOVATE_CREDENTIALS"
+StopAction = Literal["flatten", "leave"]
 
 
 class LiveSetupError(ValueError):
@@ -67,6 +69,7 @@ class LiveSettings:
     for_s: float | None = None  # stop after this much wall time
     lockout_s: float = 10.0  # no entry this long after the start-up reconciliation
     warm_s: float = 0.0  # replay: the file's first seconds warm the windows, untraded
+    symbol: str | None = None  # the contract traded; None: the config's instrument
     sim_seed: int = 1
     sim_hours: float = 6.5
     endpoints: Endpoints = Endpoints()
@@ -192,13 +195,43 @@ async def run(
     broker: EngineBroker | None = None,
     on_status: Callable[[Snapshot], None] | None = None,
     account: AccountState | None = None,
+    on_stop: StopAction = "flatten",
+    started: Callable[[Engine], None] | None = None,
 ) -> Engine:
-    """Run until the data ends or `for_s` is up, then close everything (`Engine.finish`)."""
+    """Run until the data ends or `for_s` is up, then close everything. Cancelled (a
+    signal), close everything too, or with `on_stop="leave"` leave the position under its
+    exchange-held bracket, as journaled, for the next start to adopt."""
     events = recorded_events(s)
     day = trading_day(int(events["ts_recv"][0]))
-    engine = Engine(cfg, strategy, journal, account or AccountState(day), broker=broker,
-                    mode=s.mode, lockout_s=s.lockout_s)  # fmt: skip
+    engine = Engine(cfg, strategy, journal, account or AccountState(day), symbol=s.symbol,
+                    broker=broker, mode=s.mode, lockout_s=s.lockout_s)  # fmt: skip
+    if started is not None:
+        started(engine)
     source = market_source(s, engine, events)
-    why = await run_live(engine, source, stop_after_s=s.for_s, on_status=on_status)
-    engine.finish(engine.last_event_ns, f"live run over: {why}")
+    try:
+        why = await run_live(engine, source, stop_after_s=s.for_s, on_status=on_status)
+    except asyncio.CancelledError:
+        if on_stop == "leave":
+            engine.manager.tracker.note(
+                engine.manager.now_ns, abs(engine.manager.position), "none",
+                "stopped: the position is left under its exchange-held bracket",
+            )  # fmt: skip
+        else:
+            await close_out(engine, "stopped by a signal")
+        raise
+    await close_out(engine, f"live run over: {why}")
     return engine
+
+
+async def close_out(engine: Engine, reason: str, timeout_s: float = 10.0) -> None:
+    """Close everything: at once on the paper exchange; with a remote broker, flatten and
+    read its news until it holds nothing (its fills arrive on their own time)."""
+    engine.finish(engine.last_event_ns, reason)
+    if engine.paper is not None:
+        return
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while engine.exposed() and loop.time() < end:
+        await asyncio.sleep(0.1)
+        engine.poll()
+        engine.flatten(engine.last_event_ns, reason)
