@@ -520,3 +520,19 @@ def test_the_handlers_import_no_numerical_stack() -> None:
         [sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_tradingview_reversal_counts_the_close_in_its_contracts(make_stack: Any) -> None:
+    """As the Pine template sends it: {{strategy.order.contracts}} = 4 to go from long 2
+    to short 2, with the new position's two targets."""
+    stack = make_stack({"risk": {"max_position": 2, "budgets": {"RTH": {"cooldown_s": 0}}}})
+    targets = [{"ticks": 8, "contracts": 1}, {"ticks": 16, "contracts": 1}]
+    long_two = alert(contracts=2, market_position="long", targets=targets)
+    assert stack.post(long_two)[1]["status"] == "placed"
+    assert stack.position() == 2 and len(stack.working()) == 4
+    short = at(stack, 60, action="sell", contracts=4, market_position="short", targets=targets)
+    answer = stack.post(short)[1]
+    assert answer["status"] == "placed", answer
+    assert stack.position() == -2 == stack.broker_position()
+    working = stack.working()
+    assert len(working) == 4 and {o["action"] for o in working} == {"Buy"}

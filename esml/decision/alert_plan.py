@@ -116,9 +116,10 @@ def plan_alert(alert: AlertOrder, state: SharedAccount, stop_ticks: int, target_
     shares = alert.model_copy(update={"contracts": new_qty}).bracket_ticks(
         side, stop_ticks, target_ticks
     )
-    if len(shares) > 1 and new_qty != qty:
+    if sum(q for q, _, _ in shares) != new_qty:
         raise NothingToDo(
-            "targets_mismatch", "targets' contracts must add up to the new position's size"
+            "targets_mismatch",
+            f"targets' contracts must add up to the new position's size, {new_qty}",
         )
     ids = entry_client_ids(cid, len(shares), alert.breakeven_after_tp1)
     legs = tuple(EntryLeg(i, q, s, t) for i, (q, s, t) in zip(ids, shares, strict=True))

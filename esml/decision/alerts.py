@@ -179,7 +179,12 @@ class _AlertFields(BaseModel):
             raise ValueError("cancel_after_s applies to limit entries only")
         if self.targets and len(self.targets) > 1:
             sizes = [t.contracts for t in self.targets]
-            if None in sizes or sum(s or 0 for s in sizes) != self.contracts:
+            total = sum(s or 0 for s in sizes)
+            # with TradingView's market_position, a reversal's contracts include the close
+            fits = (
+                total <= (self.contracts or 0) if self.market_position else total == self.contracts
+            )
+            if None in sizes or not fits:
                 raise ValueError("several targets need contracts adding up to the alert's")
         if self.breakeven_after_tp1 and (not self.targets or len(self.targets) < 2):
             raise ValueError("breakeven_after_tp1 needs at least two targets")
