@@ -91,6 +91,7 @@ def test_quotes_give_the_touch_and_the_traded_volume(
     assert sim.market is not None
     md = client.market_data(book="quote")
     md.subscribe_quote(SYMBOL)
+    assert md.wait(5), "the first quote wakes the caller"
     mine = Book(md)
     traded: list[np.ndarray] = []
 

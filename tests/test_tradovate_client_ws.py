@@ -52,7 +52,11 @@ def test_fills_arrive_over_the_socket_each_exactly_once(
     placement = client.place(bracket_long("ws-once"), reference_price=PRICE)
     assert placement.stop is not None and placement.target is not None
     assert heard.until(lambda: len(heard.fills) == 1)
+    time.sleep(0.2)
+    heard.take()
+    assert not client.wait_for_updates(0.3), "nothing new until the market moves"
     sim.set_price(SYMBOL, PRICE + 3.0)  # through the target
+    assert client.wait_for_updates(5), "woken by the socket, not by polling"
     assert heard.until(lambda: len(heard.fills) == 2)
     assert heard.until(lambda: heard.status(placement.stop.order_id) is OrderStatus.CANCELLED)
     time.sleep(0.3)

@@ -544,6 +544,11 @@ class TradovateClient:
         self._md.append(md)
         return md.start(timeout_s)
 
+    def wait_for_updates(self, timeout_s: float) -> bool:
+        """Block until the user socket delivered something for `take_updates` (False after
+        `timeout_s`, or without a socket): an engine can await this in a worker thread."""
+        return self.sync is not None and self.sync.wait(timeout_s)
+
     def wait_for_sync(self, timeout_s: float = 15.0) -> bool:
         """Block until the user socket is open and synced (after a reconnect, too)."""
         if self._loop is None or self._user is None:
@@ -790,21 +795,28 @@ class TradovateClient:
         }
 
     def _snapshots(self, ids: list[str]) -> dict[str, OrderSnapshot]:
-        """Orders as Tradovate holds them now (`/order/items`, each one's versions and fills
-        by `deps`), read over REST."""
+        """Orders as Tradovate holds them now (`/order/items`, their versions and fills by
+        `ldeps`: three requests however many orders), read over REST."""
         if not ids:
             return {}
-        rows = as_list(self.rest.get("/order/items", ids=",".join(ids)), "/order/items")
+        joined = ",".join(ids)
+        rows = as_list(self.rest.get("/order/items", ids=joined), "/order/items")
+        versions: dict[str, dict[str, Any]] = {}
+        found = as_list(
+            self.rest.get("/orderVersion/ldeps", masterids=joined), "/orderVersion/ldeps"
+        )
+        for v in sorted(found, key=lambda v: v["id"]):
+            versions[str(v["orderId"])] = v  # the latest version wins
+        fills: dict[str, list[dict[str, Any]]] = {}
+        for f in as_list(self.rest.get("/fill/ldeps", masterids=joined), "/fill/ldeps"):
+            fills.setdefault(str(f["orderId"]), []).append(f)
         self._learn_client_ids(set(ids))
-        out = {}
-        for r in rows:
-            versions = as_list(
-                self.rest.get("/orderVersion/deps", masterid=r["id"]), "/orderVersion/deps"
+        return {
+            str(r["id"]): OrderSnapshot(
+                r, versions.get(str(r["id"])), fills.get(str(r["id"]), []), None
             )
-            fills = as_list(self.rest.get("/fill/deps", masterid=r["id"]), "/fill/deps")
-            latest = max(versions, key=lambda v: v["id"]) if versions else None
-            out[str(r["id"])] = OrderSnapshot(r, latest, fills, None)
-        return out
+            for r in rows
+        }
 
     def _order_view(self, snap: OrderSnapshot) -> Order:
         oid = str(snap.order["id"])
@@ -842,16 +854,19 @@ class TradovateClient:
     def _learn_client_ids(self, order_ids: set[str]) -> None:
         """Client ids (and so roles) of orders this client did not place, e.g. before a
         restart: each order's `New` command carries its clOrdId. Looked up once."""
-        for oid in sorted(i for i in order_ids if i not in self._known):
-            commands = as_list(self.rest.get("/command/deps", masterid=int(oid)), "/command/deps")
-            client_id = next(
-                (
-                    str(c["clOrdId"])
-                    for c in commands
-                    if c.get("commandType") == "New" and c.get("clOrdId")
-                ),
-                "",
-            )
+        unknown = sorted(i for i in order_ids if i not in self._known)
+        if not unknown:
+            return
+        commands = as_list(
+            self.rest.get("/command/ldeps", masterids=",".join(unknown)), "/command/ldeps"
+        )
+        sent = {
+            str(c["orderId"]): str(c["clOrdId"])
+            for c in commands
+            if c.get("commandType") == "New" and c.get("clOrdId")
+        }
+        for oid in unknown:
+            client_id = sent.get(oid, "")
             self._known[oid] = (client_id, role_of_client_id(client_id))
 
     # -- account and contracts ----------------------------------------------------------------

@@ -80,6 +80,7 @@ class MarketData:
         self._loop = loop
         self._book = book
         self._lock = threading.Lock()
+        self._news = threading.Condition(self._lock)  # a frame filed
         self._feeds: dict[int, _Feed] = {}  # contract id -> feed
         self._quotes: set[str] = set()
         self._doms: set[str] = set()
@@ -171,6 +172,13 @@ class MarketData:
                 feed.frames.minute_bars(payload)
         return concat(parts)
 
+    def wait(self, timeout_s: float) -> bool:
+        """Block until some contract has frames to take (False after `timeout_s`)."""
+        with self._news:
+            return self._news.wait_for(
+                lambda: any(f.inbox for f in self._feeds.values()), timeout_s
+            )
+
     def bars(self, symbol: str) -> np.ndarray:
         """Every minute bar received for the contract (OHLCV records), one per minute."""
         self.take_events(symbol)
@@ -249,6 +257,7 @@ class MarketData:
             feed = self._feeds.get(contract)
             if feed is not None:
                 feed.inbox.append((kind, payload))
+                self._news.notify_all()
 
     def _file_chart(self, packet: dict[str, Any]) -> None:
         with self._lock:
@@ -260,6 +269,7 @@ class MarketData:
                 chart.history_done = True
                 return
             feed = self._feeds[self._contract_id_of(chart)]
+            self._news.notify_all()
             if "tks" in packet:
                 feed.inbox.append(("ticks", packet))
                 ticks = packet["tks"]

@@ -71,6 +71,7 @@ class UserSync:
     def __init__(self, counters: Counters | None = None) -> None:
         self.counters = counters or Counters()
         self._lock = threading.Lock()
+        self._news = threading.Condition(self._lock)  # something to drain
         self._state = _State()
         self._dirty: set[int] = set()
         self._handed_fills: set[int] = set()
@@ -122,6 +123,12 @@ class UserSync:
 
     # -- what the broker takes ------------------------------------------------------------------
 
+    def wait(self, timeout_s: float) -> bool:
+        """Block until there is something to drain (False after `timeout_s`): how a caller
+        waits for the socket instead of polling it."""
+        with self._news:
+            return self._news.wait_for(lambda: self._dirty or self._pending_fills, timeout_s)
+
     def drain(self) -> Drained:
         with self._lock:
             orders = [self._snapshot(oid) for oid in sorted(self._dirty)]
@@ -165,6 +172,7 @@ class UserSync:
         if known == row:
             return
         table[row["id"]] = dict(row)
+        self._news.notify_all()
         if entity_type == "order":
             self._dirty.add(row["id"])
         elif entity_type in ("orderVersion", "executionReport", "command") and isinstance(
