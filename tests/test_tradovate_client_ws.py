@@ -163,3 +163,23 @@ def test_tokens_are_renewed_before_expiry_on_both_open_sockets() -> None:
             assert heard.until(lambda: len(heard.fills) == 1)
         finally:
             client.close()
+
+
+def test_rate_limits_on_socket_requests_are_met_as_over_rest(
+    sim: TradovateSim, client: TradovateClient
+) -> None:
+    """An order sent over the user socket itself (Tradovate takes REST paths there too):
+    a 429 backed off, a p-ticket waited out and the order resent with it; one order."""
+    socket = client.user_socket
+    assert socket is not None
+    order = {"accountSpec": "DEMO4417283", "action": "Buy", "symbol": SYMBOL, "orderQty": 1,
+             "orderType": "Limit", "price": PRICE - 5, "clOrdId": "ws-limited",
+             "isAutomated": True}  # fmt: skip
+    sim.faults.rest("429", path="/order/placeorder")  # first the 429, then the ticket
+    sim.faults.rest("p-ticket", path="/order/placeorder", p_time=1.0)
+    answer = client.loop.run(socket.request("order/placeorder", order))
+    assert isinstance(answer["orderId"], int)
+    assert (client.counters["ws_p_ticket"], client.counters["ws_429"]) == (1, 1)
+    assert [o["id"] for o in sim.orders() if o.get("clOrdId") == "ws-limited"] == [
+        answer["orderId"]
+    ]

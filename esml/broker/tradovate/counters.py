@@ -21,6 +21,10 @@ OUTCOMES = (
     "lookup_found",  # a lost answer's order was found by its clOrdId
     "lookup_absent",  # ... was not at Tradovate: safe to send again
     "resent_after_lookup",
+    "ws_p_ticket",  # the same outcomes for requests sent over a socket
+    "ws_p_captcha",
+    "ws_429",
+    "ws_423",
     "ws_connects",
     "ws_reconnects",
     "ws_dead_detected",  # no frame for too long: the socket was closed and reopened

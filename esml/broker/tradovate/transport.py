@@ -31,6 +31,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from esml.broker.base import BrokerError
 from esml.broker.tradovate.backoff import backoff_delay
 from esml.broker.tradovate.counters import Counters
+from esml.broker.tradovate.rest import CaptchaRequired
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,7 @@ class TradovateSocket:
         renew_margin_s: float = 600.0,
         backoff_base_s: float = 0.25,
         backoff_cap_s: float = 10.0,
+        rate_limit_budget_s: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
         self.url = url
@@ -122,6 +125,7 @@ class TradovateSocket:
         self._request_timeout_s = request_timeout_s
         self._renew_margin_s = renew_margin_s
         self._backoff = (backoff_base_s, backoff_cap_s)
+        self._rate_limit_budget_s = rate_limit_budget_s
         self._rng = rng or random.Random()
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
@@ -160,13 +164,42 @@ class TradovateSocket:
     async def request(
         self, url: str, body: Any = None, query: str = "", *, timeout_s: float | None = None
     ) -> Any:
-        """Send a request on the open socket and return its answer's `d`. Raises
-        `SocketLost` when the socket dies before the answer (outcome unknown) and
-        `SocketRequestFailed` for a status other than 200."""
-        ws = self._ws
-        if ws is None:
-            raise SocketLost(f"{self.name} socket is not connected: {url} not sent")
-        return await self._exchange(ws, url, body, query, timeout_s)
+        """Send a request on the open socket and return its answer's `d`, with Tradovate's
+        rate limits met as over REST: a p-ticket waited out and the request resent with
+        it, 429/423 backed off (up to `rate_limit_budget_s`), a p-captcha raised as
+        `CaptchaRequired`. Raises `SocketLost` when the socket dies before the answer
+        (outcome unknown) and `SocketRequestFailed` for any other status than 200."""
+        ticket: str | None = None
+        started, limited = time.monotonic(), 0
+        while True:
+            ws = self._ws
+            if ws is None:
+                raise SocketLost(f"{self.name} socket is not connected: {url} not sent")
+            sent = body if ticket is None else {**(body or {}), "p-ticket": ticket}
+            try:
+                data = await self._exchange(ws, url, sent, query, timeout_s)
+            except SocketRequestFailed as e:
+                delay = backoff_delay(limited, *self._backoff, self._rng)
+                if e.status not in (423, 429) or time.monotonic() - started + delay > (
+                    self._rate_limit_budget_s
+                ):
+                    raise
+                self.counters.add(f"ws_{e.status}")
+                log.warning("%s %s: status %d, backing off %.2f s", self.name, url, e.status, delay)
+                limited += 1
+                await asyncio.sleep(delay)
+                continue
+            if not (isinstance(data, dict) and "p-ticket" in data):
+                return data
+            if data.get("p-captcha"):
+                self.counters.add("ws_p_captcha")
+                raise CaptchaRequired(
+                    f"{self.name} {url}: Tradovate requires a captcha; a person must log in at "
+                    "trader.tradovate.com and solve it"
+                )
+            self.counters.add("ws_p_ticket")
+            ticket = str(data["p-ticket"])
+            await asyncio.sleep(float(data.get("p-time") or 0))
 
     async def close(self) -> None:
         """Log off: stop reconnecting and close the socket with a normal closure."""
