@@ -25,7 +25,7 @@ from esml.engine.live_run import (
     LiveSetupError,
     credentials_from_file,
     parse_duration,
-    tradovate_broker,
+    tradovate_client,
 )
 from esml.engine.status import snapshot
 from esml.evaluation.trades import round_trips
@@ -148,7 +148,7 @@ def test_bad_settings_are_refused_before_anything_starts(tmp_path: Path, monkeyp
     secret.write_text(json.dumps({"name": "u", "password": "hunter2", "appId": "a"}))
     monkeypatch.setenv("ESML_TRADOVATE_CREDENTIALS", str(secret))
     with pytest.raises(LiveSetupError) as e:
-        tradovate_broker(credentials_from_file(), Endpoints(), 2.25)
+        tradovate_client(credentials_from_file(), Endpoints(), 2.25, orders=True)
     assert "sec" in str(e.value) and "hunter2" not in str(e.value)
     r = CliRunner().invoke(app, ["live", "--broker", "tradovate", "--data", str(ES_FILE)])
     assert r.exit_code == 2 and "hunter2" not in r.output

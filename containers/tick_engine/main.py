@@ -50,7 +50,7 @@ from esml.engine.live_run import (
     make_strategy,
     parse_duration,
     run,
-    tradovate_broker,
+    tradovate_client,
     with_defaults,
 )
 from esml.engine.serving import serve
@@ -166,10 +166,12 @@ async def run_service(env: dict[str, str]) -> Engine:
         on_stop = env.get("ESML_ON_STOP", "flatten")
         if on_stop not in ("flatten", "leave"):
             raise LiveSetupError(f"ESML_ON_STOP must be flatten or leave, got {on_stop!r}")
-        creds = credentials(env) if s.broker == "tradovate" else None
-        remote = None
+        creds = credentials(env) if "tradovate" in (s.broker, s.source) else None
+        client = None
         if creds is not None:
-            remote = tradovate_broker(creds, s.endpoints, cfg.execution.commission_per_side)
+            client = tradovate_client(creds, s.endpoints, cfg.execution.commission_per_side,
+                                      orders=s.broker == "tradovate")  # fmt: skip
+        remote = client if s.broker == "tradovate" else None
         journal, broker = journal_and_broker(env, cfg, remote, creds)
         served = serve_models(env, cfg) if s.strategy == "model" else None
         strategy = make_strategy(s.strategy, cfg, lambda: served.strategy)  # type: ignore[union-attr]
@@ -185,10 +187,12 @@ async def run_service(env: dict[str, str]) -> Engine:
              strategy.name, on_stop)  # fmt: skip
     try:
         engine = await run(s, cfg, strategy, journal, broker=broker, on_status=reporter,
-                           on_stop=on_stop, started=started)  # type: ignore[arg-type]
+                           on_stop=on_stop, started=started, market=client)  # type: ignore[arg-type]
     finally:
         if served is not None:
             served.close()
+        if client is not None:
+            client.close()
     st = engine.stats
     log.info("session over: %d events, %d decisions, %d signals, %d orders, %d fills",
              st.events, st.decisions, st.signals, st.orders, st.fills)  # fmt: skip

@@ -19,7 +19,7 @@ from esml.engine.live_run import (
     make_strategy,
     parse_duration,
     run,
-    tradovate_broker,
+    tradovate_client,
 )
 from esml.engine.serving import serve
 from esml.engine.status import Snapshot
@@ -55,10 +55,12 @@ def live(
             for_s=parse_duration(for_) if for_ else None, lockout_s=lockout, warm_s=warm,
             endpoints=Endpoints(tradovate_rest, tradovate_ws, tradovate_md),
         )  # fmt: skip
-        remote = None
-        if settings.broker == "tradovate":
-            remote = tradovate_broker(credentials_from_file(), settings.endpoints,
-                                      cfg.execution.commission_per_side)  # fmt: skip
+        client = None
+        if "tradovate" in (settings.broker, settings.source):
+            client = tradovate_client(credentials_from_file(), settings.endpoints,
+                                      cfg.execution.commission_per_side,
+                                      orders=settings.broker == "tradovate")  # fmt: skip
+        remote = client if settings.broker == "tradovate" else None
         served = None
         if settings.strategy == "model":
             served = serve(model or cfg.model.path, cfg)
@@ -72,13 +74,16 @@ def live(
     show = None if quiet else _printer()
     try:
         with SQLiteJournal(journal) as j:
-            engine = asyncio.run(run(settings, cfg, strat, j, broker=remote, on_status=show))
+            engine = asyncio.run(run(settings, cfg, strat, j, broker=remote, on_status=show,
+                                     market=client))  # fmt: skip
     except LiveSetupError as e:
         console.print(f"[red]{e}")
         raise typer.Exit(2) from e
     finally:
         if served is not None:
             served.close()
+        if client is not None:
+            client.close()
     st = engine.stats
     pos = engine.broker.position(engine.symbol)
     console.print(f"done: {st.events:,} events, {st.decisions:,} decisions, {st.signals:,} "

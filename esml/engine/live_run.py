@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import platform
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,18 +136,45 @@ def with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return {"env": "demo", "deviceId": device[:32], **data}
 
 
-def tradovate_broker(creds: dict[str, Any], endpoints: Endpoints,
-                     commission_per_side: float) -> EngineBroker:  # fmt: skip
-    """Tradovate's client for these credentials (a pydantic check: no secret is echoed)."""
-    from esml.broker.tradovate.broker import TradovateClient
-    from esml.broker.tradovate.credentials import TradovateCredentials
+def tradovate_client(creds: dict[str, Any], endpoints: Endpoints, commission_per_side: float,
+                     *, orders: bool) -> Any:  # fmt: skip
+    """Tradovate's client for these credentials (checked without echoing a secret); with
+    `orders`, its user socket is open and synced, so `take_updates` drains it."""
+    from esml.broker.tradovate import TradovateClient, TradovateCredentials
 
     try:
         c = TradovateCredentials.model_validate(creds)
     except ValueError as e:
         fields = sorted({".".join(map(str, err["loc"])) for err in e.errors()})  # type: ignore[attr-defined]
         raise LiveSetupError(f"Tradovate credentials: bad or missing {fields}") from None
-    return TradovateClient(c, base_url=endpoints.rest, commission_per_side=commission_per_side)
+    client = TradovateClient(c, base_url=endpoints.rest, commission_per_side=commission_per_side,
+                             ws_url=endpoints.ws, md_url=endpoints.md)  # fmt: skip
+    if orders:
+        client.connect()
+    return client
+
+
+async def tradovate_feed(client: Any, symbol: str, *, idle_s: float = 0.01
+                         ) -> AsyncIterator[np.ndarray]:  # fmt: skip
+    """The md socket as chunks of esml events: the 10-level DOM for the book and the live
+    tick chart for the trades, in arrival order (stamps never go back between chunks)."""
+    md = await asyncio.to_thread(client.market_data, "dom")
+    md.subscribe_dom(symbol)
+    await asyncio.to_thread(md.get_chart, symbol, "Tick", as_much_as=1)
+    last = 0
+    try:
+        while True:
+            ev = md.take_events(symbol)
+            if not len(ev):
+                await asyncio.sleep(idle_s)
+                continue
+            ev = ev[np.argsort(ev["ts_recv"], kind="stable")]
+            ts = np.maximum(ev["ts_recv"].astype(np.int64), last)
+            ev["ts_recv"] = ts
+            last = int(ts[-1])
+            yield ev
+    finally:
+        md.close()
 
 
 def make_strategy(name: str, cfg: EsmlConfig, serve_model: Callable[[], Strategy]) -> Strategy:
@@ -166,11 +194,8 @@ def recorded_events(s: LiveSettings) -> np.ndarray:
     """The events a replay or sim source will play (SYNTHETIC for `sim`)."""
     if s.source == "sim":
         return generate_session(s.sim_seed, duration_s=s.sim_hours * 3600)
-    if s.source == "replay":
-        assert s.data is not None
-        return replay_events(s.data)
-    raise LiveSetupError("--source tradovate: the market-data socket client is not in "
-                         "this build yet; use --source replay or sim")  # fmt: skip
+    assert s.data is not None
+    return replay_events(s.data)
 
 
 def market_source(s: LiveSettings, engine: Engine,
@@ -197,17 +222,25 @@ async def run(
     account: AccountState | None = None,
     on_stop: StopAction = "flatten",
     started: Callable[[Engine], None] | None = None,
+    market: Any = None,
 ) -> Engine:
     """Run until the data ends or `for_s` is up, then close everything. Cancelled (a
     signal), close everything too, or with `on_stop="leave"` leave the position under its
-    exchange-held bracket, as journaled, for the next start to adopt."""
-    events = recorded_events(s)
-    day = trading_day(int(events["ts_recv"][0]))
+    exchange-held bracket, as journaled, for the next start to adopt. `market`: the
+    Tradovate client whose md socket a `tradovate` source reads."""
+    if s.source == "tradovate":
+        if market is None:
+            raise LiveSetupError("--source tradovate needs a Tradovate client")
+        events, day = None, trading_day(time.time_ns())
+    else:
+        events = recorded_events(s)
+        day = trading_day(int(events["ts_recv"][0]))
     engine = Engine(cfg, strategy, journal, account or AccountState(day), symbol=s.symbol,
                     broker=broker, mode=s.mode, lockout_s=s.lockout_s)  # fmt: skip
     if started is not None:
         started(engine)
-    source = market_source(s, engine, events)
+    symbol = s.symbol or cfg.instrument
+    source = tradovate_feed(market, symbol) if events is None else market_source(s, engine, events)
     try:
         why = await run_live(engine, source, stop_after_s=s.for_s, on_status=on_status)
     except asyncio.CancelledError:
