@@ -74,11 +74,14 @@ def test_alarms_watch_stale_data_broker_errors_mismatch_and_daily_loss(template)
     assert alarms["DataAge"]["TreatMissingData"] == "breaching"
 
 
-def test_the_task_role_reaches_tables_models_and_secret_only(template) -> None:
+def test_the_task_role_reaches_tables_models_captures_and_secret_only(template) -> None:
     roles = [p for p in _of(template, "AWS::IAM::Policy")]
     task_policy = [p for p in roles if "TaskRole" in str(p["Roles"])]
     statements = [st for p in task_policy for st in p["PolicyDocument"]["Statement"]]
     actions = {a for st in statements for a in np.atleast_1d(st["Action"]).tolist()}
     assert not any(a.startswith("lambda:") for a in actions), "no risk Lambda call"
     assert {a.split(":")[0] for a in actions} <= {"dynamodb", "s3", "secretsmanager"}
-    assert not any(a.startswith(("s3:Put", "s3:Delete")) for a in actions)
+    assert not any(a.startswith("s3:Delete") for a in actions)
+    puts = [st for st in statements if any(str(a).startswith("s3:Put") for a in
+                                           np.atleast_1d(st["Action"]).tolist())]  # fmt: skip
+    assert puts and all("/data/live/*" in str(st["Resource"]) for st in puts), "captures only"

@@ -8,9 +8,10 @@ itself; S3 and DynamoDB traffic goes through free gateway endpoints instead.
 The container runs `esml live` from its environment (`containers/tick_engine/main.py`):
 the market source, the broker (paper first, then Tradovate demo, then live), the contract,
 what SIGTERM does, the tables (the journal and the shared account every order is reserved
-on, in process: the task never invokes the risk Lambda) and the credentials secret. Its
-EMF metrics feed four alarms: stale market data, broker errors, a position that differs
-from the broker's, and the daily loss limit.
+on, in process: the task never invokes the risk Lambda) and the credentials secret. The
+market data it receives is kept in hourly files under the bucket's data prefix (`live/`),
+for retraining. Its EMF metrics feed four alarms: stale market data, broker errors, a
+position that differs from the broker's, and the daily loss limit.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from esml_cdk.data import MODEL_PREFIX, DataStore
+from esml_cdk.data import DATA_PREFIX, MODEL_PREFIX, DataStore
 
 TICK_ENGINE_DOCKERFILE = "containers/tick_engine/Dockerfile"
 METRICS_NAMESPACE = "esml"
@@ -117,6 +118,8 @@ class TradingService(Construct):
             "ESML_ON_STOP": engine.on_stop,
             "ESML_LOCKOUT_S": f"{engine.lockout_s:g}",
             "ESML_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "ESML_CAPTURE_DIR": "/app/runs/capture",  # hourly files, uploaded as they close
+            "DATA_PREFIX": DATA_PREFIX,
         }
         optional = {
             "ESML_SYMBOL": engine.symbol,
@@ -170,6 +173,7 @@ class TradingService(Construct):
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
         )
         data.model_bucket.grant_read(task.task_role, f"{MODEL_PREFIX}*")
+        data.model_bucket.grant_put(task.task_role, f"{DATA_PREFIX}live/*")  # captured data
         for table in (data.orders, data.fills, data.risk_state):
             table.grant_read_write_data(task.task_role)
         tradovate_secret.grant_read(task.task_role)
