@@ -187,3 +187,19 @@ def test_faults_are_armed_over_loopback_while_running(sim: TradovateSim, token: 
     assert bad.status_code == 400 and "unknown request fault" in bad.json()["errorText"]
     with pytest.raises(FaultError):
         sim.faults.cap_fills(0)
+
+
+def test_request_faults_hold_over_the_user_socket_too(sim: TradovateSim, token: str) -> None:
+    w = Wire(sim.ws_url)
+    w.authorize(token)
+    sim.faults.rest("p-ticket", path=PLACE, p_time=0.2)
+    penalty = w.answer(w.send("order/placeorder", order()))
+    assert penalty["s"] == 200 and "p-ticket" in penalty["d"] and sim.orders() == []
+    time.sleep(0.25)
+    resent = w.answer(w.send("order/placeorder", order(**{"p-ticket": penalty["d"]["p-ticket"]})))
+    assert "orderId" in resent["d"] and len(sim.orders()) == 1
+    sim.faults.rest("timeout-after-accept", path=PLACE)
+    rid = w.send("order/placeorder", order(clOrdId="silent"))
+    with pytest.raises(TimeoutError):
+        w.answer(rid, timeout=0.5)
+    assert len(sim.orders()) == 2  # carried out, never answered

@@ -5,6 +5,7 @@ unsubscribes) and orders matched by the compiled exchange simulator, over real s
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -358,3 +359,29 @@ def test_esml_sim_tradovate_serves_until_interrupted(tmp_path: Path) -> None:
 def test_esml_sim_tradovate_refuses_a_missing_file(tmp_path: Path) -> None:
     done = CliRunner().invoke(sim_cmd.app, ["tradovate", "--data", str(tmp_path / "none.dbn")])
     assert done.exit_code == 2 and "no such file" in done.output
+
+
+def test_fast_replay_tick_chart_holds_every_trade_exactly_once(es_events: np.ndarray) -> None:
+    """History and live packets meet without a gap or a double while the replay runs."""
+    market = ReplayMarket(es_events, SYMBOL, speed=math.inf)
+    with TradovateSim(**sim_arguments(prices=None, market=market)) as sim:
+        w = md_wire(sim)
+        req = {
+            "symbol": SYMBOL,
+            "chartDescription": {"underlyingType": "Tick", "elementSize": 1},
+            "timeRange": {"asFarAsTimestamp": "2023-12-25T00:00:00Z"},
+        }
+        ids = w.answer(w.send("md/getChart", req))["d"]
+        assert market.done.wait(30)
+        total = len(market.tape())
+        assert total == int((es_events["action"] == ord("T")).sum())
+
+        def ticks(got: list[dict[str, Any]]) -> list[int]:
+            wanted = (ids["historicalId"], ids["realtimeId"])
+            return [
+                t["id"] for m in got for c in m["d"]["charts"] if c["id"] in wanted
+                for t in c.get("tks", [])
+            ]  # fmt: skip
+
+        got = w.events("chart", lambda got: len(ticks(got)) >= total, timeout=30)
+        assert ticks(got) == list(range(total))

@@ -928,7 +928,7 @@ class TradovateSim:
     def _book_fill(self, o: _Order, price: float, qty: int) -> None:
         """Record a fill of `qty` at `price` and move the account's position and cash by it."""
         stamp = self._now_stamp()
-        now = self._clock()
+        now = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         self._fills.append(
             {
                 "id": self._next_id(),

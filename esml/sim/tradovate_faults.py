@@ -51,6 +51,7 @@ REQUEST_FAULTS = frozenset({
 })  # fmt: skip
 CARRIED_OUT = frozenset({"500-after-accept", "drop-after-accept", "timeout-after-accept"})
 SOCKETS = ("user", "md", "all")
+TICKET_LIFE_S = 300.0  # how long after its p-time a ticket is still honoured
 
 
 class FaultError(ValueError):
@@ -186,8 +187,8 @@ class Faults:
                         return Verdict(answer=(200, self._ticket_body(given, left, False)))
                     del self._tickets[given]
                     return Verdict()
-            elif any(t.path == path for t in self._tickets.values()):
-                # a resend without its ticket: a new penalty
+            elif any(t.path == path and t.ready_at > self.clock() for t in self._tickets.values()):
+                # a request without the ticket while the penalty runs: a new penalty
                 return self._served("p-ticket", self._ticket_answer(path, 1.0, False))
             fault = next((f for f in self._queue if f.matches(path)), None)
             if fault is None:
@@ -212,6 +213,10 @@ class Faults:
         return Verdict(answer=(int(f.kind), {"errorText": f"{why} (injected fault)"}))
 
     def _ticket_answer(self, path: str, p_time: float, captcha: bool) -> Verdict:
+        now = self.clock()
+        for old, t in list(self._tickets.items()):  # a ticket nobody resent expires
+            if t.ready_at < now - TICKET_LIFE_S:
+                del self._tickets[old]
         ticket = secrets.token_urlsafe(12)
         if not captcha:
             self._tickets[ticket] = _Ticket(path, self.clock() + p_time)

@@ -107,8 +107,9 @@ class ReplayMarket:
 
     def _replay(self) -> None:
         assert self._sim is not None and self.speed is not None
-        start_wall, start_ns = time.monotonic(), self.now_ns
         n = len(self.events)
+        start_wall = time.monotonic()  # the clock starts at the next event: no dead gap
+        start_ns = int(self.events["ts_recv"][self.i]) - 1 if self.i < n else self.now_ns
         while self.i < n and not self._stop.is_set():
             if math.isinf(self.speed):
                 until = int(self.events["ts_recv"][min(self.i + CHUNK_EVENTS, n) - 1])
@@ -197,7 +198,7 @@ class ReplayMarket:
             elif why == END or self.i >= n or int(ev["ts_recv"][self.i]) > until_ns:
                 break
         last = int(ev["ts_recv"][self.i - 1]) if self.i else 0
-        self.now_ns = max(self.now_ns, min(until_ns, last) if self.i < n else last)
+        self.now_ns = max(self.now_ns, until_ns if self.i < n else last)
         self._deliver(self.now_ns)
         if self.i != start and self._sim is not None:
             publish_market(self._sim, {self._contract})
