@@ -385,3 +385,40 @@ def test_fast_replay_tick_chart_holds_every_trade_exactly_once(es_events: np.nda
 
         got = w.events("chart", lambda got: len(ticks(got)) >= total, timeout=30)
         assert ticks(got) == list(range(total))
+
+
+def test_waiting_bracket_leg_moves_and_goes_with_its_cancelled_entry(
+    sim: TradovateSim, rest: Any
+) -> None:
+    assert sim.market is not None
+    bid = sim.market.touch()[0]
+    entry_px = bid - 5.0
+    body = {
+        **order("Buy", 2, "Limit", price=entry_px),
+        "bracket1": {"action": "Sell", "orderType": "Stop", "stopPrice": entry_px - 2.0},
+        "bracket2": {"action": "Sell", "orderType": "Limit", "price": entry_px + 3.0},
+    }
+    ids = rest("/order/placeoso", body)
+    stop = ids["oso1Id"]
+    assert status_of(sim, stop) == ("Suspended", 0)
+    rest("/order/modifyorder", {"orderId": stop, "orderQty": 2, "orderType": "Stop",
+                                "stopPrice": entry_px - 1.0, "isAutomated": True})  # fmt: skip
+    versions = rest("/orderVersion/deps", masterid=stop)
+    assert [v["stopPrice"] for v in versions] == [entry_px - 2.0, entry_px - 1.0]
+    assert next(o for o in sim.orders() if o["id"] == stop)["orderQty"] == 2
+    rest("/order/cancelorder", {"orderId": ids["orderId"]})
+    assert {status_of(sim, i)[0] for i in ids.values()} == {"Canceled"}
+
+
+def test_a_limit_outside_the_price_band_is_rejected_by_the_exchange(
+    sim: TradovateSim, rest: Any
+) -> None:
+    assert sim.market is not None
+    ask = sim.market.touch()[2]
+    oid = rest("/order/placeorder", order("Buy", 1, "Limit", price=ask + 50.0))["orderId"]
+    assert status_of(sim, oid)[0] == "Rejected"
+    (report,) = [
+        r for r in rest("/executionReport/deps", masterid=oid) if r["execType"] == "Rejected"
+    ]
+    assert "band" in report["text"]
+    assert sim.net_position(ACCOUNT_SPEC, SYMBOL) == 0

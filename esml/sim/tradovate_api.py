@@ -709,8 +709,10 @@ class TradovateSim:
         _, price, stop_price = _priced(body, "order", symbol)
         command = self._command(o, "Modify", body.get("clOrdId"))
         if self.market is not None:
+            # a waiting bracket leg is sized by its entry's fills: only its price moves
+            waiting_leg = o.status == "Suspended"
             self.market.modify(o.id, price=price if o.order_type == "Limit" else stop_price,
-                               qty=qty)  # fmt: skip
+                               qty=0 if waiting_leg else qty)  # fmt: skip
         else:
             o.qty = qty
             o.price, o.stop_price = (

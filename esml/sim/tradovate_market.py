@@ -226,7 +226,8 @@ class ReplayMarket:
             if o.status == "Suspended":
                 o.status = "Working"
         elif r.kind is K.MODIFIED:
-            o.qty = r.qty
+            if r.qty:  # a waiting bracket leg has no size of its own yet
+                o.qty = r.qty
             if o.order_type == "Limit" and px is not None:
                 o.price = px
             elif o.order_type == "Stop" and px is not None:
