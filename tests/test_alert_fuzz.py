@@ -115,7 +115,7 @@ def test_hostile_input_never_5xx_and_a_4xx_changes_nothing(make_stack: Any) -> N
     now = (stack.clock.now - timedelta(seconds=1)).isoformat()
 
     @settings(
-        max_examples=200,
+        max_examples=150,
         deadline=None,
         derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

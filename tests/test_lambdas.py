@@ -203,6 +203,26 @@ def test_alert_times_are_checked_against_the_server_clock(
     assert_nothing_written(stack)
 
 
+@pytest.mark.parametrize(
+    "when", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59+14:00", "2038-01-19T03:14:08Z"]
+)
+def test_out_of_range_alert_times_are_a_4xx(stack: Stack, when: str) -> None:
+    status, answer = stack.post(alert(time=when))
+    assert status == 422 and answer["error"] in ("invalid_alert", "future_alert")
+    assert_nothing_written(stack)
+
+
+def test_alerts_arriving_out_of_order_are_judged_by_arrival(make_stack: Any) -> None:
+    """With the cooldown at 0, alerts whose own times run backwards all trade: no alert's
+    time moves the cooldown's reference."""
+    stack = make_stack({"risk": {"max_position": 4, "budgets": {"RTH": {"cooldown_s": 0}}}})
+    stamps = [ALERT_TIME - timedelta(seconds=s) for s in (0, 20, 10, 30)]
+    for i, when in enumerate(stamps):
+        body = alert(time=when.isoformat(), price=5772.25 - 0.25 * i, market_position="long")
+        assert stack.post(body)[1]["status"] == "placed"
+    assert stack.position() == 4 == stack.broker_position()
+
+
 def test_a_secret_without_its_passphrase_is_a_clear_500(stack: Stack) -> None:
     import boto3
 

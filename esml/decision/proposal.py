@@ -91,7 +91,7 @@ class Reservation:
     qty: int  # the order's size, to tell how much of it has filled
     is_exit: bool
     status: ReservationStatus
-    ts_ns: int  # server time it was made
+    ts_ns: int  # the server's wall clock when made: the sync's in-flight window counts from it
     prior_entry_ns: int = 0  # the cooldown's reference before this entry moved it
     cancel_at_ns: int = 0  # a limit entry's cancel-after deadline (server time); 0: none
 
