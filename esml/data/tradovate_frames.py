@@ -27,13 +27,13 @@ cancelled here even if it still rests at the exchange).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from esml.data.dbn import L1_ASK_ORDER_ID, L1_BID_ORDER_ID
 from esml.data.schemas import OHLCV_DTYPE, RTYPE_OHLCV_1M
+from esml.data.tradovate_time import stamp_ns
 from esml.market.events import (
     ADD,
     ASK,
@@ -54,13 +54,6 @@ from esml.market.instruments import PRICE_SCALE
 PUBLISHER_TRADOVATE = 0xFFFE
 _DOM_ID_BASE = 1 << 40  # DOM level pseudo-orders: base + side bit + price in ticks
 _ASK_BIT = 1 << 39
-
-
-def stamp_ns(text: str) -> int:
-    """A Tradovate ISO timestamp ("2024-03-05T14:30:00.123Z") in ns since the epoch."""
-    ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-    return int(ts.timestamp()) * 1_000_000_000 + ts.microsecond * 1_000
 
 
 def _fixed(price: float) -> int:

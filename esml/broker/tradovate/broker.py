@@ -25,14 +25,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 
 from esml.broker.base import BrokerError, OrderRejected, Placement
 from esml.broker.tradovate.counters import Counters
 from esml.broker.tradovate.credentials import TradovateCredentials
-from esml.broker.tradovate.market_data import MarketData
 from esml.broker.tradovate.orders import (
     LIVE_STATUSES,
     OrderSpec,
@@ -51,7 +50,7 @@ from esml.broker.tradovate.rest import (
 )
 from esml.broker.tradovate.transport import LoopThread, Token, TradovateSocket
 from esml.broker.tradovate.user_sync import OrderSnapshot, UserSync, is_snapshot_part
-from esml.data.tradovate_frames import stamp_ns
+from esml.data.tradovate_time import stamp_ns
 from esml.execution.orders import (
     Fill,
     Order,
@@ -62,6 +61,9 @@ from esml.execution.orders import (
     Side,
 )
 from esml.market.instruments import instrument_for
+
+if TYPE_CHECKING:  # numpy comes with it: loaded only when market data is asked for
+    from esml.broker.tradovate.market_data import MarketData
 
 log = logging.getLogger(__name__)
 
@@ -536,6 +538,8 @@ class TradovateClient:
     ) -> MarketData:
         """Open the md socket (authorised with the md access token). `book` picks what
         builds the book: the quotes' touch or the 10-level DOM."""
+        from esml.broker.tradovate.market_data import MarketData
+
         md = MarketData(
             self._md_url, token=self.md_token, contract_id=self._contract_id, loop=self.loop,
             counters=self.counters, renew=self._renew_socket, book=book,

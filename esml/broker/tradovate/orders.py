@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from esml.data.tradovate_frames import stamp_ns
+from esml.data.tradovate_time import stamp_ns
 from esml.execution.orders import (
     BracketSpec,
     Order,
