@@ -51,7 +51,6 @@ class RouteRequest(_Message):
     cancel_entries: bool = False
     order_type: Literal["Market", "Limit"] = "Market"
     limit_price: float | None = Field(None, gt=0, allow_inf_nan=False)
-    breakeven_after_tp1: bool = False
     reference_price: float = Field(gt=0, allow_inf_nan=False)
     reason: str
     ts_ns: int

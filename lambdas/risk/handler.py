@@ -141,7 +141,6 @@ class Risk:
             cancel_entries=plan.cancel_entries,
             order_type="Limit" if alert.order_type == "limit" else "Market",
             limit_price=alert.limit_price,
-            breakeven_after_tp1=alert.breakeven_after_tp1,
             reference_price=alert.price,
             reason=f"tradingview {alert.action} {alert.ticker} x{alert.contracts} @ {alert.price}",
             ts_ns=now,
