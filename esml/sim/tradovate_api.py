@@ -41,6 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from esml.market.calendar import trading_date
 from esml.market.instruments import instrument_for
 from esml.sim.tradovate_faults import FaultError, Faults, Verdict
 from esml.sim.tradovate_md import MdSource, PriceTape, md_request, publish_market
@@ -803,14 +804,14 @@ class TradovateSim:
         return [f for f in self._fills if f["orderId"] == master]
 
     def _position_list(self) -> list[dict[str, Any]]:
-        today = self._clock().date()
+        trade_date = self._trade_date()
         return [
             {
                 "id": account_id * 100_000 + contract,
                 "accountId": account_id,
                 "contractId": contract,
                 "timestamp": p.timestamp,
-                "tradeDate": {"year": today.year, "month": today.month, "day": today.day},
+                "tradeDate": trade_date,
                 "netPos": p.net,
                 "netPrice": p.net_price,
                 "bought": p.bought,
@@ -823,10 +824,10 @@ class TradovateSim:
         ]
 
     def _cash_list(self) -> list[dict[str, Any]]:
-        today = self._clock().date()
+        trade_date = self._trade_date()
         return [
             {"id": 5_000 + a, "accountId": a, "timestamp": c.timestamp,
-             "tradeDate": {"year": today.year, "month": today.month, "day": today.day},
+             "tradeDate": trade_date,
              "currencyId": 1, "amount": round(c.amount + c.realized - c.fees, 2),
              "realizedPnL": round(c.realized, 2), "weekRealizedPnL": round(c.realized, 2)}
             for a, c in self._cash.items()
@@ -877,6 +878,19 @@ class TradovateSim:
         if self.market is not None:
             return self.market.last_price()
         return self._prices[contract]
+
+    def _trade_date(self) -> dict[str, int]:
+        """The CME trade date now (from 17:00 Chicago time, the next one), as Tradovate
+        writes it."""
+        if self.market is not None and self.market.now_ns:
+            now = datetime.fromtimestamp(self.market.now_ns / 1e9, UTC)
+        else:
+            now = self._clock()
+        try:
+            d = trading_date(now)
+        except ValueError:  # outside the modelled calendar: the calendar day
+            d = now.date()
+        return {"year": d.year, "month": d.month, "day": d.day}
 
     def _now_stamp(self) -> str:
         if self.market is not None and self.market.now_ns:
@@ -930,14 +944,13 @@ class TradovateSim:
     def _book_fill(self, o: _Order, price: float, qty: int) -> None:
         """Record a fill of `qty` at `price` and move the account's position and cash by it."""
         stamp = self._now_stamp()
-        now = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         self._fills.append(
             {
                 "id": self._next_id(),
                 "orderId": o.id,
                 "contractId": o.contract_id,
                 "timestamp": stamp,
-                "tradeDate": {"year": now.year, "month": now.month, "day": now.day},
+                "tradeDate": self._trade_date(),
                 "action": o.action,
                 "qty": qty,
                 "price": price,
