@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from esml.broker.tradovate.credentials import TradovateCredentials
-from esml.broker.tradovate.rest import TradovateRest
-from esml.broker.tradovate.transport import LoopThread, Token, TradovateSocket
+from esml.broker.tradovate.rest import Token, TradovateRest
+from esml.broker.tradovate.transport import LoopThread, TradovateSocket
 from esml.sim.tradovate_api import TradovateSim
 
 LOGIN = {"name": "bench", "password": "bench-password", "cid": 1, "sec": "bench-secret"}

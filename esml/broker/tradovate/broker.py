@@ -44,11 +44,11 @@ from esml.broker.tradovate.orders import (
 from esml.broker.tradovate.rest import (
     OutcomeUnknown,
     RequestRefused,
+    Token,
     TradovateRest,
     as_list,
     utc_now,
 )
-from esml.broker.tradovate.transport import LoopThread, Token, TradovateSocket
 from esml.broker.tradovate.user_sync import OrderSnapshot, UserSync, is_snapshot_part
 from esml.data.tradovate_time import stamp_ns
 from esml.execution.orders import (
@@ -62,8 +62,9 @@ from esml.execution.orders import (
 )
 from esml.market.instruments import instrument_for
 
-if TYPE_CHECKING:  # numpy comes with it: loaded only when market data is asked for
-    from esml.broker.tradovate.market_data import MarketData
+if TYPE_CHECKING:  # loaded when sockets are asked for: REST alone (a Lambda) needs neither
+    from esml.broker.tradovate.market_data import MarketData  # numpy
+    from esml.broker.tradovate.transport import LoopThread, TradovateSocket  # websockets
 
 log = logging.getLogger(__name__)
 
@@ -515,8 +516,9 @@ class TradovateClient:
         snapshot; from now on `take_updates` drains the socket."""
         if self._user is not None:
             return
+        from esml.broker.tradovate.transport import TradovateSocket
+
         self._account_id = self._resolve_account()[0]
-        self._loop = self._loop or LoopThread()
         self.sync = UserSync(self.counters)
         self._user = TradovateSocket(
             self._ws_url,
@@ -529,8 +531,8 @@ class TradovateClient:
             renew_margin_s=self._renew_margin.total_seconds(),
             **self._socket_options,
         )
-        self._user_run = self._loop.submit(self._user.run())
-        if not self._loop.wait_until(self._user.ready, timeout_s):
+        self._user_run = self.loop.submit(self._user.run())
+        if not self.loop.wait_until(self._user.ready, timeout_s):
             raise BrokerError(f"the user socket at {self._ws_url} did not sync in {timeout_s:g} s")
 
     def market_data(
@@ -565,7 +567,11 @@ class TradovateClient:
 
     @property
     def loop(self) -> LoopThread:
-        self._loop = self._loop or LoopThread()
+        """The sockets' event-loop thread, started on first use."""
+        if self._loop is None:
+            from esml.broker.tradovate.transport import LoopThread
+
+            self._loop = LoopThread()
         return self._loop
 
     def close(self) -> None:

@@ -27,7 +27,8 @@ import numpy as np
 
 from esml.broker.base import BrokerError
 from esml.broker.tradovate.counters import Counters
-from esml.broker.tradovate.transport import LoopThread, Token, TradovateSocket
+from esml.broker.tradovate.rest import Token
+from esml.broker.tradovate.transport import LoopThread, TradovateSocket
 from esml.data.tradovate_frames import TradovateFrames, concat
 from esml.market.instruments import instrument_for
 

@@ -26,6 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -71,6 +72,14 @@ def utc_now() -> datetime:
 def parse_time(text: str) -> datetime:
     ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Token:
+    """What a socket authorises with: the access (or md access) token and its expiry."""
+
+    value: str
+    expires: datetime
 
 
 class Session:

@@ -33,7 +33,6 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -43,7 +42,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from esml.broker.base import BrokerError
 from esml.broker.tradovate.backoff import backoff_delay
 from esml.broker.tradovate.counters import Counters
-from esml.broker.tradovate.rest import CaptchaRequired
+from esml.broker.tradovate.rest import CaptchaRequired, Token
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +60,6 @@ class SocketRequestFailed(BrokerError):
         super().__init__(f"{url}: status {status}: {data!r}")
         self.status = status
         self.data = data
-
-
-@dataclass(frozen=True)
-class Token:
-    value: str
-    expires: datetime
 
 
 def encode_request(url: str, request_id: int, query: str = "", body: Any = None) -> str:
