@@ -9,11 +9,14 @@ Exits and cancels pass no gate: reducing risk is never blocked by a limit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from esml.decision.account_store import AccountStore
 from esml.decision.alert_plan import NothingToDo, Plan, close_client_id, plan_alert
 from esml.decision.alerts import AlertOrder
+from esml.decision.broker_sync import mark, release
 from esml.decision.gates import GateStack
 from esml.decision.proposal import Proposal, Reservation, ReservationStatus, SharedAccount
 from esml.decision.protections import note_entry
@@ -123,3 +126,28 @@ def _gate(
         (leg,) = plan.entries
         plan = replace(plan, entries=(replace(leg, qty=verdict.qty),))
     return plan
+
+
+def settle(
+    store: AccountStore,
+    account: str,
+    reserved: tuple[str, ...],
+    outcomes: Mapping[str, str],
+    duplicate: bool,
+) -> None:
+    """Each reservation after the router's answer: placed (kept, PLACED, until its fills
+    consume it), rejected or not sent (released), unknown (kept, UNKNOWN, until a look-up
+    tells). A duplicate's outcomes belong to the earlier attempt, whose reservations were
+    settled then: ours go."""
+    state = store.load(account)
+    for cid in reserved:
+        r = state.reservations.get(cid)
+        if r is None:
+            continue  # its fills arrived already
+        outcome = "rejected" if duplicate else outcomes.get(cid, "not_sent")
+        if outcome in ("rejected", "not_sent"):
+            release(store, account, r)
+        elif outcome == "unknown":
+            mark(store, account, cid, ReservationStatus.UNKNOWN)
+        else:
+            mark(store, account, cid, ReservationStatus.PLACED)

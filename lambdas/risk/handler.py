@@ -26,8 +26,8 @@ from botocore.config import Config
 
 from esml.config import EsmlConfig, ExecutionConfig
 from esml.decision.account_store import AccountStore
-from esml.decision.alert_decision import AlertDecision, decide_alert
-from esml.decision.broker_sync import mark, release
+from esml.decision.alert_decision import AlertDecision, decide_alert, settle
+from esml.decision.broker_sync import mark
 from esml.decision.gates import GateStack
 from esml.decision.proposal import ReservationStatus, SharedAccount
 from lambdas.invoker import Invoker, LambdaInvoker
@@ -159,7 +159,7 @@ class Risk:
                 reason="the orders' outcome is unknown until the broker is asked",
                 position=self.store.load(req.account).position(symbol),
             )
-        self._follow(req.account, d, routed)
+        settle(self.store, req.account, d.reserved, routed.outcomes, routed.duplicate)
         status = {"rejected": "broker_rejected"}.get(routed.status, routed.status)
         return RiskAnswer(
             status=status,  # type: ignore[arg-type]
@@ -179,23 +179,6 @@ class Risk:
         except Exception as e:
             logger.warning("sync with the broker failed", error=type(e).__name__)
             metrics.add_metric(name="SyncFailed", unit=MetricUnit.Count, value=1)
-
-    def _follow(self, account: str, d: AlertDecision, routed: RouteAnswer) -> None:
-        """Each reservation after the router's answer (a duplicate's outcomes belong to
-        the earlier attempt, whose reservations were settled then: ours go)."""
-        state = self.store.load(account)
-        for cid in d.reserved:
-            r = state.reservations.get(cid)
-            if r is None:
-                continue  # its fills arrived already
-            outcome = "rejected" if routed.duplicate else routed.outcomes.get(cid, "not_sent")
-            if outcome in ("rejected", "not_sent"):
-                release(self.store, account, r)
-                metrics.add_metric(name="ReservationReleased", unit=MetricUnit.Count, value=1)
-            elif outcome == "unknown":
-                mark(self.store, account, cid, ReservationStatus.UNKNOWN)
-            else:
-                mark(self.store, account, cid, ReservationStatus.PLACED)
 
 
 _app: ColdStart[Risk] = ColdStart(lambda env: Risk.from_env(env, config=CONFIG))
