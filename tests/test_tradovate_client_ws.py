@@ -96,6 +96,7 @@ def test_a_dropped_socket_resyncs_without_losing_or_doubling(
     assert client.user_socket is not None
     sim.faults.drop_sockets("user")
     sim.set_price(SYMBOL, PRICE - 2.5)  # the stop fills while the socket is down
+    assert client.wait_for_sync(5)
     assert heard.until(lambda: len(heard.fills) == 2)
     assert client.user_socket.connections == 2
     assert client.counters["ws_fills_recovered_by_resync"] == 1, "its event was lost: resync"

@@ -207,13 +207,6 @@ class TradovateSocket:
     def token_expires(self) -> datetime | None:
         return self._expires
 
-    async def kill_transport(self) -> None:
-        """Drop the TCP connection without a closing handshake, as a network fault would
-        (the socket notices, reconnects and resynchronises)."""
-        ws = self._ws
-        if ws is not None:
-            ws.transport.abort()
-
     # -- one connection ---------------------------------------------------------------------
 
     async def _serve_once(self) -> None:

@@ -142,19 +142,6 @@ class UserSync:
         with self._lock:
             return list(self._state.entities[entity_type].values())
 
-    def order(self, order_id: int) -> OrderSnapshot | None:
-        with self._lock:
-            return self._snapshot(order_id)
-
-    def client_order_ids(self) -> dict[str, list[int]]:
-        """clOrdId -> order ids, from the New commands seen."""
-        with self._lock:
-            out: dict[str, list[int]] = {}
-            for c in self._state.entities["command"].values():
-                if c.get("commandType") == "New" and c.get("clOrdId"):
-                    out.setdefault(str(c["clOrdId"]), []).append(int(c["orderId"]))
-            return out
-
     # -- internals (lock held) --------------------------------------------------------------
 
     def _upsert(self, entity_type: str, row: dict[str, Any]) -> None:
