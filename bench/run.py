@@ -35,6 +35,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.decisions import decision_latencies  # noqa: E402
+from bench.live import live_latencies  # noqa: E402
 from bench.models import tree_training_seconds  # noqa: E402
 from bench.tradovate import tradovate_round_trips  # noqa: E402
 from esml.config import load_config  # noqa: E402
@@ -314,6 +315,7 @@ def main() -> None:
     rows = measure(console)
     more, extra = model_rows(console)
     extra["tradovate_round_trip_ms"] = tradovate_round_trips(console)
+    extra["live_latency_ms"] = live_latencies(console)  # bench/live.py
     rows += more
     console.print(table(rows))
     for lat in extra["decision_latency_us"]:

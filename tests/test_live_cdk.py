@@ -69,7 +69,7 @@ def test_alarms_watch_stale_data_broker_errors_mismatch_and_daily_loss(template)
     for a in alarms.values():
         assert a["Namespace"] == "esml"
         dims = {d["Name"]: d["Value"] for d in a["Dimensions"]}
-        assert dims == {"Service": "tick-engine", "Instrument": "ESH5"}  # as main.py emits
+        assert dims == {"Service": "tick-engine", "Instrument": "ES"}  # as main.py emits
     assert alarms["RealizedPnL"]["Threshold"] == -1500
     assert alarms["DataAge"]["TreatMissingData"] == "breaching"
 

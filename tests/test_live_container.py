@@ -10,13 +10,17 @@ import os
 import time
 from pathlib import Path
 
+import boto3
+import numpy as np
 import pytest
 
 from containers.tick_engine import main as tick_engine
+from esml.data.dbn import main_instrument, read_mbo
 from esml.decision.account_store import AccountStore
 from tests.aws_fixtures import (
     FILLS_TABLE,
     ORDERS_TABLE,
+    REGION,
     RISK_STATE_TABLE,
     all_items,
     aws,  # noqa: F401
@@ -45,11 +49,13 @@ def _env(tmp_path: Path, **more: str) -> dict[str, str]:
     }
 
 
-def test_the_container_trades_a_replay_into_dynamodb_with_metrics(
+def test_the_container_trades_a_replay_into_dynamodb_with_metrics_and_capture(
     aws, tmp_path: Path, capsys  # noqa: F811
 ) -> None:
     tables = create_tables(ORDERS_TABLE, FILLS_TABLE, RISK_STATE_TABLE)
-    env = _env(tmp_path)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="models")
+    env = _env(tmp_path, ESML_CAPTURE_DIR=str(tmp_path / "capture"), MODEL_BUCKET="models")
     engine = asyncio.run(tick_engine.run_service(env))
     fills = engine.broker.fills()
     assert len(fills) >= 4 and engine.broker.position("ES") == 0
@@ -63,6 +69,12 @@ def test_the_container_trades_a_replay_into_dynamodb_with_metrics(
     assert {"Decisions", "Orders", "Fills", "Position", "DataAge", "PositionMismatch"} <= names
     assert sum(r["Fills"] for r in records) == len(fills), "counts are deltas that add up"
     assert all(r["PositionMismatch"] == 0 for r in records)
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="models")["Contents"])
+    assert keys == [f"data/live/ES-20231225-{h}.mbo.dbn.zst" for h in ("00", "22", "23")]
+    kept = np.concatenate([read_mbo(p) for p in sorted((tmp_path / "capture").iterdir())])
+    replayed = read_mbo(ES_FILE)
+    replayed = replayed[replayed["instrument_id"] == main_instrument(replayed)]
+    assert np.array_equal(kept, replayed), "the hourly files hold exactly what was received"
     assert tick_engine.healthy(env)
     os.utime(tmp_path / "health", (time.time() - 60, time.time() - 60))
     assert not tick_engine.healthy(env)

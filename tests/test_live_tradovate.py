@@ -1,6 +1,7 @@
 """End to end on loopback: the tick-engine container's entry point against the Tradovate
 simulator replaying the real ES file (market data over the md socket, orders over REST,
-order and fill news over the user socket), DynamoDB through moto."""
+order and fill news over the user socket), DynamoDB through moto; both sockets are dropped
+under the first open position, and nothing is lost or doubled."""
 
 from __future__ import annotations
 
@@ -58,14 +59,19 @@ def sim(es: np.ndarray) -> Iterator[TradovateSim]:
         yield s
 
 
-def _pace(sim: TradovateSim, stop: threading.Event) -> None:
+def _pace(sim: TradovateSim, stop: threading.Event, drops: list[int]) -> None:
+    """Step the replay; the first time a position is open, drop both sockets under it."""
     assert sim.market is not None
     while not stop.is_set() and sim.market.i < len(sim.market.events):
         sim.market.step(STEP_EVENTS)
+        held = sim.net_position(ACCOUNT_SPEC, SYMBOL)
+        if held and not drops:
+            sim.faults.drop_sockets("all")
+            drops.append(held)
         stop.wait(STEP_S)
 
 
-def test_the_container_trades_the_simulator_and_dynamodb_agrees(
+def test_the_container_trades_the_simulator_through_a_socket_drop_and_dynamodb_agrees(
     aws, sim: TradovateSim, tmp_path: Path  # noqa: F811
 ) -> None:
     tables = create_tables(ORDERS_TABLE, FILLS_TABLE, RISK_STATE_TABLE)
@@ -80,8 +86,8 @@ def test_the_container_trades_the_simulator_and_dynamodb_agrees(
         "ORDERS_TABLE": ORDERS_TABLE, "FILLS_TABLE": FILLS_TABLE,
         "RISK_STATE_TABLE": RISK_STATE_TABLE,
     }  # fmt: skip
-    stop = threading.Event()
-    pacer = threading.Thread(target=_pace, args=(sim, stop), daemon=True)
+    stop, drops = threading.Event(), []
+    pacer = threading.Thread(target=_pace, args=(sim, stop, drops), daemon=True)
     pacer.start()
     try:
         engine = asyncio.run(tick_engine.run_service(env))
@@ -89,6 +95,7 @@ def test_the_container_trades_the_simulator_and_dynamodb_agrees(
         stop.set()
         pacer.join(5)
     assert engine.mode == "live" and engine.stats.events > 1_000
+    assert drops, "both sockets were dropped while a position was open"
     assert sim.net_position(ACCOUNT_SPEC, SYMBOL) == 0, "--for ends flat"
     orders = {i["client_id"]: i for i in all_items(tables[ORDERS_TABLE]) if i["kind"] == "order"}
     entries = [c for c, i in orders.items() if i["role"] == "entry"]

@@ -41,7 +41,8 @@ class EngineSettings:
 
     source: str = "tradovate"  # Tradovate's md socket
     broker: str = "paper"  # paper (live data, simulated fills) until switched to tradovate
-    symbol: str | None = None  # None: the front month of the config's instrument
+    instrument: str = "ES"  # the config's instrument: the metrics' dimension
+    symbol: str | None = None  # the contract; None: the instrument's front month
     strategy: str = "model"
     on_stop: str = "flatten"  # or "leave": SIGTERM leaves the exchange-held bracket
     lockout_s: float = 10.0
@@ -187,7 +188,7 @@ class TradingService(Construct):
             return cloudwatch.Metric(
                 namespace=METRICS_NAMESPACE, metric_name=name, statistic=stat,
                 period=Duration.minutes(1),
-                dimensions_map={"Service": "tick-engine", "Instrument": engine.symbol or "ES"},
+                dimensions_map={"Service": "tick-engine", "Instrument": engine.instrument},
             )  # fmt: skip
 
         above = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD

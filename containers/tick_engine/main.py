@@ -10,7 +10,8 @@
     ESML_LOCKOUT_S    no entry this long after the start-up reconciliation (default 10)
     ESML_ON_STOP      flatten (the default) | leave: on SIGTERM close everything, or leave
                       the position under its exchange-held bracket for the next start
-    TRADOVATE_SECRET_ARN    the credentials secret (JSON: name, password, appId, ...)
+    TRADOVATE_SECRET_ARN    the credentials secret (JSON: name, password, appId, ...);
+                      outside AWS, ESML_TRADOVATE_CREDENTIALS names a JSON file instead
     ESML_TRADOVATE_REST / _WS / _MD    endpoints (default: the secret's env, demo)
     ORDERS_TABLE, FILLS_TABLE, RISK_STATE_TABLE    with all three, the journal is DynamoDB
                       and every entry is reserved on the shared account (ESML_ACCOUNT,
@@ -20,6 +21,8 @@
     ESML_HEALTH_FILE  touched at every status tick; `main.py --health` is the container's
                       health check (healthy while it is younger than ESML_HEALTH_MAX_AGE_S)
     MODEL_BUCKET, MODEL_PREFIX, ESML_MODEL_DIR, ESML_MODEL_SYNC_S    the champion's sync
+    ESML_CAPTURE_DIR  with it, what the engine receives is kept there in hourly DBN files,
+                      each uploaded to s3://MODEL_BUCKET/DATA_PREFIX live/ (default data/)
     ESML_CONFIG       JSON of EsmlConfig fields
 """
 
@@ -41,12 +44,15 @@ from esml.alpha.manifest import ModelFileError
 from esml.alpha.s3_models import sync_champion
 from esml.config import ConfigError, EsmlConfig, load_config
 from esml.decision.gates import GateStack
+from esml.engine.capture import Capture, s3_uploader
 from esml.engine.emf import EmfReporter
 from esml.engine.engine import Engine, EngineBroker
 from esml.engine.live_run import (
+    CREDENTIALS_ENV,
     Endpoints,
     LiveSettings,
     LiveSetupError,
+    credentials_from_file,
     make_strategy,
     parse_duration,
     run,
@@ -94,9 +100,12 @@ def fetch(uri: str) -> str:
 
 
 def credentials(env: dict[str, str]) -> dict[str, Any]:
+    """From the secret the stack names; outside AWS, from ESML_TRADOVATE_CREDENTIALS."""
     arn = env.get("TRADOVATE_SECRET_ARN")
+    if not arn and env.get(CREDENTIALS_ENV):
+        return credentials_from_file(env[CREDENTIALS_ENV])
     if not arn:
-        raise LiveSetupError("ESML_BROKER=tradovate needs TRADOVATE_SECRET_ARN")
+        raise LiveSetupError("Tradovate needs TRADOVATE_SECRET_ARN (or ESML_TRADOVATE_CREDENTIALS)")
     secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
     try:
         return with_defaults(json.loads(secret))
@@ -178,7 +187,14 @@ async def run_service(env: dict[str, str]) -> Engine:
     except (ConfigError, LiveSetupError, ValueError, json.JSONDecodeError) as e:
         log.error("cannot start: %s", e)
         raise SystemExit(2) from e
-    reporter = Reporter(env, s.symbol or cfg.instrument)
+    reporter = Reporter(env, cfg.instrument)  # the root: the alarms' dimension survives rolls
+    capture = None
+    if env.get("ESML_CAPTURE_DIR"):
+        bucket = env.get("MODEL_BUCKET")
+        upload = None
+        if bucket:
+            upload = s3_uploader(boto3.client("s3"), bucket, env.get("DATA_PREFIX", "data/"))
+        capture = Capture(Path(env["ESML_CAPTURE_DIR"]), s.symbol or cfg.instrument, upload)
 
     def started(engine: Engine) -> None:
         reporter.engine = engine
@@ -187,7 +203,8 @@ async def run_service(env: dict[str, str]) -> Engine:
              strategy.name, on_stop)  # fmt: skip
     try:
         engine = await run(s, cfg, strategy, journal, broker=broker, on_status=reporter,
-                           on_stop=on_stop, started=started, market=client)  # type: ignore[arg-type]
+                           on_stop=on_stop, started=started, market=client,
+                           capture=capture)  # type: ignore[arg-type]
     finally:
         if served is not None:
             served.close()

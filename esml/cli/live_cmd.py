@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from esml.config import ConfigError, load_config
+from esml.engine.capture import Capture
 from esml.engine.live_run import (
     BROKERS,
     SOURCES,
@@ -34,6 +35,7 @@ def live(
     data: Path | None = typer.Option(None, "--data", help="--source replay: a recorded file"),
     speed: float | None = typer.Option(None, help="replay: times real time (default: fastest)"),
     strategy: str = typer.Option("model", help="'model' (the champion) or a rule strategy"),
+    symbol: str | None = typer.Option(None, help="the contract, e.g. ESH5 (Tradovate sources)"),
     model: Path | None = typer.Option(None, help="model root or bundle (default: config's)"),
     config: Path | None = typer.Option(None, help="esml TOML config"),
     journal: Path = typer.Option(Path("runs/live/journal.sqlite"), help="SQLite journal"),
@@ -43,6 +45,7 @@ def live(
     tradovate_rest: str | None = typer.Option(None, help="REST base (default: demo)"),
     tradovate_ws: str | None = typer.Option(None, help="user WebSocket (default: demo)"),
     tradovate_md: str | None = typer.Option(None, help="market-data WebSocket (default: demo)"),
+    capture: Path | None = typer.Option(None, help="keep what is received: hourly DBN files"),
     quiet: bool = typer.Option(False, help="no status line, only the summary"),
 ) -> None:
     """Run the live loop: a market source, a broker, the engine, a journal. Tradovate
@@ -53,6 +56,7 @@ def live(
         settings = LiveSettings(
             source=source, broker=broker, data=data, speed=speed, strategy=strategy,  # type: ignore[arg-type]
             for_s=parse_duration(for_) if for_ else None, lockout_s=lockout, warm_s=warm,
+            symbol=symbol,
             endpoints=Endpoints(tradovate_rest, tradovate_ws, tradovate_md),
         )  # fmt: skip
         client = None
@@ -74,8 +78,9 @@ def live(
     show = None if quiet else _printer()
     try:
         with SQLiteJournal(journal) as j:
+            kept = Capture(capture, settings.symbol or cfg.instrument) if capture else None
             engine = asyncio.run(run(settings, cfg, strat, j, broker=remote, on_status=show,
-                                     market=client))  # fmt: skip
+                                     market=client, capture=kept))  # fmt: skip
     except LiveSetupError as e:
         console.print(f"[red]{e}")
         raise typer.Exit(2) from e

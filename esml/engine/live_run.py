@@ -22,6 +22,7 @@ import platform
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +32,9 @@ from esml.alpha.rules import RULE_CONFIGS, make_rule_strategy
 from esml.alpha.strategy import Strategy
 from esml.config import EsmlConfig
 from esml.data.dbn import main_instrument, read_mbo
+from esml.decision.alerts import front_month
 from esml.decision.proposal import AccountState
+from esml.engine.capture import Capture
 from esml.engine.engine import Engine, EngineBroker, Mode
 from esml.engine.live import NS, paced, run_live
 from esml.engine.status import Snapshot
@@ -223,24 +226,29 @@ async def run(
     on_stop: StopAction = "flatten",
     started: Callable[[Engine], None] | None = None,
     market: Any = None,
+    capture: Capture | None = None,
 ) -> Engine:
     """Run until the data ends or `for_s` is up, then close everything. Cancelled (a
     signal), close everything too, or with `on_stop="leave"` leave the position under its
     exchange-held bracket, as journaled, for the next start to adopt. `market`: the
-    Tradovate client whose md socket a `tradovate` source reads."""
+    Tradovate client whose md socket a `tradovate` source reads; `capture` keeps what the
+    engine receives in hourly files."""
+    symbol = s.symbol or cfg.instrument
     if s.source == "tradovate":
         if market is None:
             raise LiveSetupError("--source tradovate needs a Tradovate client")
         events, day = None, trading_day(time.time_ns())
+        symbol = s.symbol or front_month(cfg.instrument, date.fromisoformat(day))
     else:
         events = recorded_events(s)
         day = trading_day(int(events["ts_recv"][0]))
-    engine = Engine(cfg, strategy, journal, account or AccountState(day), symbol=s.symbol,
+    engine = Engine(cfg, strategy, journal, account or AccountState(day), symbol=symbol,
                     broker=broker, mode=s.mode, lockout_s=s.lockout_s)  # fmt: skip
     if started is not None:
         started(engine)
-    symbol = s.symbol or cfg.instrument
     source = tradovate_feed(market, symbol) if events is None else market_source(s, engine, events)
+    if capture is not None:
+        source = capture.wrap(source)
     try:
         why = await run_live(engine, source, stop_after_s=s.for_s, on_status=on_status)
     except asyncio.CancelledError:
