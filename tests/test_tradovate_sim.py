@@ -13,7 +13,7 @@ import requests
 
 from esml.sim.tradovate_api import TradovateSim
 from tests.aws_fixtures import ACCOUNT_SPEC, TRADOVATE_LOGIN, tradovate_sim
-from tests.tradovate_sim_wire import Wire, login
+from tests.tradovate_sim_wire import Wire, login, order_body
 
 
 @pytest.fixture
@@ -43,15 +43,7 @@ def get(sim: TradovateSim, path: str, token: str, **params: Any) -> Any:
 
 
 def market_buy(qty: int = 1, **extra: Any) -> dict[str, Any]:
-    return {
-        "accountSpec": ACCOUNT_SPEC,
-        "action": "Buy",
-        "symbol": "ESH5",
-        "orderQty": qty,
-        "orderType": "Market",
-        "isAutomated": True,
-        **extra,
-    }
+    return order_body("Buy", qty, **extra)
 
 
 def synced(sim: TradovateSim, token: str) -> Wire:

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from esml.sim.tradovate_api import TradovateSim
 from esml.sim.tradovate_faults import FaultError
 from tests.aws_fixtures import ACCOUNT_SPEC, tradovate_sim
-from tests.tradovate_sim_wire import Wire, login
+from tests.tradovate_sim_wire import Wire, login, order_body
 
 PLACE = "/order/placeorder"
 
@@ -31,15 +31,7 @@ def token(sim: TradovateSim) -> str:
 
 
 def order(qty: int = 1, **extra: Any) -> dict[str, Any]:
-    return {
-        "accountSpec": ACCOUNT_SPEC,
-        "action": "Buy",
-        "symbol": "ESH5",
-        "orderQty": qty,
-        "orderType": "Market",
-        "isAutomated": True,
-        **extra,
-    }
+    return order_body("Buy", qty, **extra)
 
 
 def place(

@@ -24,7 +24,7 @@ from esml.data.dbn import read_mbo
 from esml.sim.tradovate_api import TradovateSim
 from esml.sim.tradovate_market import ReplayMarket
 from tests.aws_fixtures import ACCOUNT_SPEC, sim_arguments
-from tests.tradovate_sim_wire import Wire, login
+from tests.tradovate_sim_wire import Wire, login, order_body
 
 ES_FILE = Path(__file__).parents[1] / "data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst"
 SYMBOL = "ESH4"
@@ -58,15 +58,7 @@ def rest(sim: TradovateSim) -> Any:
 
 
 def order(action: str, qty: int, kind: str = "Market", **extra: Any) -> dict[str, Any]:
-    return {
-        "accountSpec": ACCOUNT_SPEC,
-        "action": action,
-        "symbol": SYMBOL,
-        "orderQty": qty,
-        "orderType": kind,
-        "isAutomated": True,
-        **extra,
-    }
+    return order_body(action, qty, kind, symbol=SYMBOL, **extra)
 
 
 def md_wire(sim: TradovateSim) -> Wire:

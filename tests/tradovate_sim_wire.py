@@ -10,13 +10,28 @@ from typing import Any
 import requests
 from websockets.sync.client import ClientConnection, connect
 
-from tests.aws_fixtures import TRADOVATE_LOGIN
+from tests.aws_fixtures import ACCOUNT_SPEC, TRADOVATE_LOGIN
 
 
 def login(rest: str) -> dict[str, Any]:
     r = requests.post(f"{rest}/auth/accesstokenrequest", json=TRADOVATE_LOGIN, timeout=5)
     r.raise_for_status()
     return r.json()
+
+
+def order_body(
+    action: str = "Buy", qty: int = 1, kind: str = "Market", *, symbol: str = "ESH5", **extra: Any
+) -> dict[str, Any]:
+    """A `placeorder` body for the test account, as an automated client sends it."""
+    return {
+        "accountSpec": ACCOUNT_SPEC,
+        "action": action,
+        "symbol": symbol,
+        "orderQty": qty,
+        "orderType": kind,
+        "isAutomated": True,
+        **extra,
+    }
 
 
 class Wire:

@@ -191,22 +191,16 @@ def md_request(sim: TradovateSim, url: str, body: Any, session: Session) -> tupl
     if contract is None:
         return 404, f"unknown symbol {body['symbol']!r}"
     src = sim.md_source(contract)
-    if url == "md/subscribequote":
-        session.quotes.add(contract)
-        q = quote(contract, src)
-        sim.sockets.publish_each("md", lambda s: _once(s, session, "quotes", q))
-        return 200, None
-    if url == "md/unsubscribequote":
-        session.quotes.discard(contract)
-        return 200, None
-    if url == "md/subscribedom":
-        session.doms.add(contract)
-        d = dom(contract, src)
-        sim.sockets.publish_each("md", lambda s: _once(s, session, "doms", d))
-        return 200, None
-    if url == "md/unsubscribedom":
-        session.doms.discard(contract)
-        return 200, None
+    feeds = {"quote": (session.quotes, "quotes", quote), "dom": (session.doms, "doms", dom)}
+    for name, (subscribed, key, build) in feeds.items():
+        if url == f"md/subscribe{name}":
+            subscribed.add(contract)
+            now = build(contract, src)  # at once, then after each change
+            sim.sockets.publish_each("md", lambda s, k=key, n=now: _once(s, session, k, n))
+            return 200, None
+        if url == f"md/unsubscribe{name}":
+            subscribed.discard(contract)
+            return 200, None
     if url == "md/getchart":
         return _get_chart(sim, contract, body, session, src)
     return 404, f"no md endpoint {url}"
