@@ -189,3 +189,13 @@ def test_rest_calls_over_the_user_socket(sim: TradovateSim) -> None:
     assert placed["s"] == 200 and "orderId" in placed["d"]
     commands = w.answer(w.send("command/deps", query=f"masterid={placed['d']['orderId']}"))["d"]
     assert commands[0]["clOrdId"] == "abc-1" and commands[0]["isAutomated"] is True
+
+
+def test_malformed_frames_get_a_400_and_the_socket_lives_on(sim: TradovateSim) -> None:
+    w = Wire(sim.ws_url)
+    w.ws.send("authorize")  # no id line
+    w.ws.send("order/placeorder\nnot-a-number\n\n{}")
+    w.ws.send("order/placeorder\n7\n\n{not json")
+    assert [m["s"] for m in w.answers_of(None, 3)] == [400, 400, 400]
+    assert w.authorize(login(sim.base_url)["accessToken"])["s"] == 200
+    assert sim.orders() == []

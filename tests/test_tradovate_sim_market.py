@@ -414,3 +414,14 @@ def test_a_limit_outside_the_price_band_is_rejected_by_the_exchange(
     ]
     assert "band" in report["text"]
     assert sim.net_position(ACCOUNT_SPEC, SYMBOL) == 0
+
+
+def test_step_mode_is_driven_over_loopback(sim: TradovateSim) -> None:
+    assert sim.market is not None
+    root = sim.base_url.removesuffix("/v1")
+    before = sim.market.i
+    r = requests.post(f"{root}/sim/step", json={"events": 1_000}, timeout=5)
+    assert r.status_code == 200 and r.json()["ts_ns"] == sim.market.now_ns
+    assert sim.market.i >= before + 1_000
+    bad = requests.post(f"{root}/sim/step", json={"events": 0}, timeout=5)
+    assert bad.status_code == 400 and sim.market.i >= before + 1_000

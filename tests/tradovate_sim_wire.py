@@ -42,7 +42,7 @@ class Wire:
         self.ws: ClientConnection = self._cm.__enter__()
         self.ids = 0
         self.pushed: list[dict[str, Any]] = []
-        self.answers: dict[int, list[dict[str, Any]]] = {}
+        self.answers: dict[int | None, list[dict[str, Any]]] = {}  # None: unparseable
         self.heartbeats = 0
         self.closed: list[Any] | None = None
         assert self.ws.recv(timeout=5) == "o"
@@ -78,7 +78,7 @@ class Wire:
     def answer(self, rid: int, timeout: float = 5.0) -> dict[str, Any]:
         return self.answers_of(rid, 1, timeout)[0]
 
-    def answers_of(self, rid: int, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    def answers_of(self, rid: int | None, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while len(self.answers.get(rid, [])) < n:
             self.read(max(deadline - time.monotonic(), 0.01))
