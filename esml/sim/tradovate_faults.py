@@ -24,7 +24,9 @@ matches any request but the token request) and uses it up after `times` requests
 
 Market and session faults act at once:
 - `cap_fills(max_qty)`: from now on a resting or market order fills at most `max_qty`
-  contracts per market step (partial fills); `cap_fills(None)` lifts it.
+  contracts per price change (partial fills) in a price-set market; `cap_fills(None)`
+  lifts it. A replayed book makes partial fills of its own (an order takes at most the
+  displayed size, a resting order what trades past its queue) and ignores the cap.
 - `drop_sockets(which)`: the user and/or md WebSockets are cut (TCP closed, no close frame).
 - `freeze_sockets(which, seconds)`: the server goes silent on those sockets (no heartbeat,
   no data, requests unanswered) for `seconds`: a dead peer that keeps its TCP connection.
