@@ -120,7 +120,7 @@ class PropsJournal:
         events = []
         for key, entity in now.items():
             old = self.published.get(key)
-            if old != entity:
+            if old is not entity and old != entity:  # fills and reports: the same object
                 kind = "Created" if old is None else "Updated"
                 events.append({"entityType": key[0], "eventType": kind, "entity": entity})
         for key in self.published.keys() - now.keys():
