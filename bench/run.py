@@ -35,7 +35,9 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.decisions import decision_latencies  # noqa: E402
+from bench.live import live_latencies  # noqa: E402
 from bench.models import tree_training_seconds  # noqa: E402
+from bench.tradovate import tradovate_round_trips  # noqa: E402
 from esml.config import load_config  # noqa: E402
 from esml.data.book import BookState, apply_event_inlined  # noqa: E402
 from esml.data.dbn import main_instrument, read_mbo, write_mbo_dbn  # noqa: E402
@@ -312,6 +314,8 @@ def main() -> None:
     info = machine()
     rows = measure(console)
     more, extra = model_rows(console)
+    extra["tradovate_round_trip_ms"] = tradovate_round_trips(console)
+    extra["live_latency_ms"] = live_latencies(console)  # bench/live.py
     rows += more
     console.print(table(rows))
     for lat in extra["decision_latency_us"]:

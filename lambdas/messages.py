@@ -27,20 +27,50 @@ class RiskRequest(_Message):
     alert: AlertOrder
 
 
-class RouteRequest(_Message):
-    """risk -> router: an approved trade, already counted in the account state."""
-
-    account: str = _ACCOUNT
-    client_id: str = Field(min_length=1, max_length=64)
-    symbol: str = Field(min_length=2, max_length=16)
-    side: Side
+class EntryLegView(_Message):
+    client_id: str = Field(min_length=1, max_length=80)
     qty: int = Field(gt=0)
-    is_exit: bool
-    reference_price: float = Field(gt=0, allow_inf_nan=False)
     stop_ticks: int = Field(gt=0)
     target_ticks: int = Field(gt=0)
+
+
+class RouteRequest(_Message):
+    """risk -> router: an approved plan, already reserved in the account state. In order:
+    cancel the contract's working orders (all of them before a close, the entries only
+    for `cancel`), close `close_qty` with a market order, then place each entry leg."""
+
+    op: Literal["route"] = "route"
+    account: str = _ACCOUNT
+    client_id: str = Field(min_length=1, max_length=64)
+    kind: str
+    symbol: str = Field(min_length=2, max_length=16)
+    side: Side
+    close_qty: int = Field(ge=0)
+    close_client_id: str
+    entries: list[EntryLegView] = []
+    cancel_entries: bool = False
+    order_type: Literal["Market", "Limit"] = "Market"
+    limit_price: float | None = Field(None, gt=0, allow_inf_nan=False)
+    reference_price: float = Field(gt=0, allow_inf_nan=False)
     reason: str
     ts_ns: int
+
+
+class SyncRequest(_Message):
+    """risk (or a schedule) -> router: bring the account level with the broker."""
+
+    op: Literal["sync"] = "sync"
+    account: str = _ACCOUNT
+
+
+Outcome = Literal["placed", "rejected", "unknown", "not_sent"]
+
+
+class SyncAnswer(_Message):
+    applied_fills: int
+    released: list[str] = []
+    placed: list[str] = []
+    expired: list[str] = []
 
 
 class OrderView(_Message):
@@ -67,30 +97,32 @@ class OrderView(_Message):
         )
 
 
-RouteStatus = Literal["placed", "rejected", "flat", "unknown"]
+RouteStatus = Literal["placed", "rejected", "unknown", "cancelled"]
 
 
 class RouteAnswer(_Message):
-    """router -> risk. `duplicate`: this client id was routed before and nothing was sent
-    now; the orders are those recorded then. `unknown`: an earlier attempt claimed the id
-    but never learned the broker's answer; a person must reconcile it."""
+    """router -> risk. `outcomes`: per order client id, what became of it: placed (the
+    broker has it), rejected (it has not and never will: release its reservation),
+    unknown (the answer was lost: keep the reservation until a look-up tells), not_sent
+    (an earlier step failed). `duplicate`: the alert was routed before; nothing was sent
+    now and the outcomes are those recorded then."""
 
     status: RouteStatus
     client_id: str
-    duplicate: bool
+    duplicate: bool = False
     reason: str = ""
+    outcomes: dict[str, Outcome] = {}
     orders: list[OrderView] = []
 
 
 class RiskAnswer(_Message):
     """risk -> webhook, and the webhook's answer to TradingView."""
 
-    status: Literal[
-        "placed", "risk_rejected", "broker_rejected", "nothing_to_exit", "flat", "unknown"
-    ]
+    status: Literal["placed", "cancelled", "risk_rejected", "broker_rejected", "unknown"]
     client_id: str
+    symbol: str = ""
     gate: str | None = None
     reason: str = ""
     duplicate: bool = False
-    position: int
+    position: int = 0  # the contract's filled position after this alert, as known now
     orders: list[OrderView] = []

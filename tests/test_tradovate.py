@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -22,12 +25,13 @@ from esml.execution.orders import (
 from esml.market.instruments import ES
 from esml.sim.tradovate_api import TradovateSim
 from tests.aws_fixtures import ACCOUNT_SPEC, TRADOVATE_LOGIN, tradovate_sim
+from tests.tradovate_client_support import quick
 
 
 @pytest.fixture
 def sim() -> Iterator[TradovateSim]:
     with tradovate_sim() as s:
-        yield s
+        yield quick(s)
 
 
 def credentials(**overrides: object) -> TradovateCredentials:
@@ -286,3 +290,16 @@ def test_sim_bounds_request_bodies(sim: TradovateSim) -> None:
         timeout=5,
     )
     assert r.status_code == 413 and sim.requests == []
+
+
+def test_the_rest_client_loads_neither_numpy_nor_websockets() -> None:
+    """The router Lambda imports the client for REST only: its package has no numpy and no
+    websockets (they load when sockets or market data are asked for)."""
+    probe = (
+        "import sys, esml.broker.tradovate; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'websockets'}))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True,
+                         text=True, check=True, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert out.stdout.strip() == "[]"

@@ -4,13 +4,23 @@ Networking: the task needs outbound internet (Tradovate's REST and WebSocket API
 inbound at all. Public subnets with a public IP and a security group without ingress rules
 give exactly that with no NAT gateway, which would cost more per month than the task
 itself; S3 and DynamoDB traffic goes through free gateway endpoints instead.
+
+The container runs `esml live` from its environment (`containers/tick_engine/main.py`):
+the market source, the broker (paper first, then Tradovate demo, then live), the contract,
+what SIGTERM does, the tables (the journal and the shared account every order is reserved
+on, in process: the task never invokes the risk Lambda) and the credentials secret. The
+market data it receives is kept in hourly files under the bucket's data prefix (`live/`),
+for retraining. Its EMF metrics feed four alarms: stale market data, broker errors, a
+position that differs from the broker's, and the daily loss limit.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
@@ -19,9 +29,27 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from esml_cdk.data import MODEL_PREFIX, DataStore
+from esml_cdk.data import DATA_PREFIX, MODEL_PREFIX, DataStore
 
 TICK_ENGINE_DOCKERFILE = "containers/tick_engine/Dockerfile"
+METRICS_NAMESPACE = "esml"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What the tick engine trades and how (the container's ESML_* settings)."""
+
+    source: str = "tradovate"  # Tradovate's md socket
+    broker: str = "paper"  # paper (live data, simulated fills) until switched to tradovate
+    instrument: str = "ES"  # the config's instrument: the metrics' dimension
+    symbol: str | None = None  # the contract; None: the instrument's front month
+    strategy: str = "model"
+    on_stop: str = "flatten"  # or "leave": SIGTERM leaves the exchange-held bracket
+    lockout_s: float = 10.0
+    stale_data_s: float = 30.0  # the stale-data alarm's threshold
+    daily_loss: float = 1500.0  # the daily-loss alarm's threshold (the config's max_daily_loss)
+    tradovate_ws_url: str | None = None
+    tradovate_md_url: str | None = None
 
 
 class TradingService(Construct):
@@ -36,8 +64,12 @@ class TradingService(Construct):
         tradovate_secret: secretsmanager.ISecret,
         esml_config_json: str | None,
         tradovate_base_url: str | None,
+        engine: EngineSettings | None = None,
     ) -> None:
+        """`risk_function` is the alerts' path; the engine runs the same gate code in
+        process on the same table and is not granted to invoke it."""
         super().__init__(scope, construct_id)
+        engine = engine or EngineSettings()
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
@@ -80,13 +112,24 @@ class TradingService(Construct):
             "RISK_STATE_TABLE": data.risk_state.table_name,
             "MODEL_BUCKET": data.model_bucket.bucket_name,
             "MODEL_PREFIX": MODEL_PREFIX,
-            "RISK_FUNCTION_NAME": risk_function.function_name,
             "TRADOVATE_SECRET_ARN": tradovate_secret.secret_arn,
+            "ESML_SOURCE": engine.source,
+            "ESML_BROKER": engine.broker,
+            "ESML_STRATEGY": engine.strategy,
+            "ESML_ON_STOP": engine.on_stop,
+            "ESML_LOCKOUT_S": f"{engine.lockout_s:g}",
+            "ESML_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "ESML_CAPTURE_DIR": "/app/runs/capture",  # hourly files, uploaded as they close
+            "DATA_PREFIX": DATA_PREFIX,
         }
-        if esml_config_json:
-            environment["ESML_CONFIG"] = esml_config_json
-        if tradovate_base_url:
-            environment["TRADOVATE_BASE_URL"] = tradovate_base_url
+        optional = {
+            "ESML_SYMBOL": engine.symbol,
+            "ESML_CONFIG": esml_config_json,
+            "ESML_TRADOVATE_REST": tradovate_base_url,
+            "ESML_TRADOVATE_WS": engine.tradovate_ws_url,
+            "ESML_TRADOVATE_MD": engine.tradovate_md_url,
+        }
+        environment.update({k: v for k, v in optional.items() if v})
         task.add_container(
             "TickEngine",
             image=ecs.ContainerImage.from_asset(
@@ -100,6 +143,13 @@ class TradingService(Construct):
             logging=ecs.LogDrivers.aws_logs(stream_prefix="tick-engine", log_group=log_group),
             # Fargate's maximum: time to persist state and leave the broker flat on SIGTERM.
             stop_timeout=Duration.seconds(120),
+            health_check=ecs.HealthCheck(
+                command=["CMD", "python", "containers/tick_engine/main.py", "--health"],
+                interval=Duration.seconds(30),
+                timeout=Duration.seconds(5),
+                retries=3,
+                start_period=Duration.seconds(300),  # model load, warm-up, reconciliation
+            ),
         )
         security_group = ec2.SecurityGroup(
             self,
@@ -123,8 +173,45 @@ class TradingService(Construct):
             security_groups=[security_group],
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
         )
-        risk_function.grant_invoke(task.task_role)
         data.model_bucket.grant_read(task.task_role, f"{MODEL_PREFIX}*")
+        data.model_bucket.grant_put(task.task_role, f"{DATA_PREFIX}live/*")  # captured data
         for table in (data.orders, data.fills, data.risk_state):
             table.grant_read_write_data(task.task_role)
         tradovate_secret.grant_read(task.task_role)
+        self.alarms = self._alarms(engine)
+
+    def _alarms(self, engine: EngineSettings) -> dict[str, cloudwatch.Alarm]:
+        """Alarms on the engine's EMF metrics (no actions here: the monitoring construct
+        routes alarms to its topic)."""
+
+        def metric(name: str, stat: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE, metric_name=name, statistic=stat,
+                period=Duration.minutes(1),
+                dimensions_map={"Service": "tick-engine", "Instrument": engine.instrument},
+            )  # fmt: skip
+
+        above = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+        specs = {
+            "StaleData": ("DataAge", "Maximum", engine.stale_data_s, above, 3,
+                          "no market data for longer than the threshold"),
+            "BrokerErrors": ("BrokerErrors", "Sum", 0, above, 3,
+                             "the broker's news could not be read"),
+            "PositionMismatch": ("PositionMismatch", "Maximum", 0, above, 2,
+                                 "the engine's position differs from the broker's"),
+            "DailyLoss": ("RealizedPnL", "Minimum", -engine.daily_loss,
+                          cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD, 1,
+                          "today's realised loss reached the daily limit"),
+        }  # fmt: skip
+        missing = cloudwatch.TreatMissingData
+        alarms = {}
+        for name, (m, stat, threshold, op, periods, why) in specs.items():
+            alarms[name] = cloudwatch.Alarm(
+                self, f"{name}Alarm", metric=metric(m, stat), threshold=threshold,
+                comparison_operator=op, evaluation_periods=periods,
+                alarm_description=f"esml tick engine: {why}",
+                # silence is stale data; for the others it is nothing to report
+                treat_missing_data=missing.BREACHING if name == "StaleData"
+                else missing.NOT_BREACHING,
+            )  # fmt: skip
+        return alarms

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from esml.alpha.ensemble_strategy import EnsembleStrategy
 from esml.alpha.manifest import ModelFileError
-from esml.cli import data_cmd, models_cmd, sim_cmd, train_cmd
+from esml.cli import data_cmd, live_cmd, models_cmd, sim_cmd, train_cmd
 from esml.config import ConfigError, EsmlConfig, load_config
 from esml.data.dbn import DataFileError, main_instrument, read_mbo
 from esml.engine.ablation import default_variants, run_ablation
@@ -32,6 +32,7 @@ app.add_typer(sim_cmd.app, name="sim")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(train_cmd.train_app, name="train")
 app.add_typer(train_cmd.evaluate_app, name="evaluate")
+app.command("live")(live_cmd.live)
 console = Console(soft_wrap=True)
 
 DEFAULT_ES_FILE = Path("data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst")

@@ -137,3 +137,95 @@ def calibrate_cmd(
         table.add_row(name, value)
     console.print(table)
     console.print(f"written: {out}")
+
+
+@app.command("tradovate")
+def tradovate(
+    data: str = typer.Option(
+        ..., "--data", help="a DBN file (mbo, mbp-1, tbbo or trades), or 'synthetic'"
+    ),
+    speed: str = typer.Option(
+        "1", "--speed", help="replay speed: 1 real time, 10, 'inf' (or 0) fastest, 'step'"
+    ),
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="REST port (0: any free)"),
+    ws_port: int = typer.Option(0, "--ws-port", min=0, max=65535, help="user socket port"),
+    md_port: int = typer.Option(0, "--md-port", min=0, max=65535, help="md socket port"),
+    user: str = typer.Option("esml", "--user", help="the login the simulator accepts"),
+    password: str = typer.Option("esml", "--password"),
+    cid: int = typer.Option(0, "--cid"),
+    sec: str = typer.Option("esml", "--sec"),
+    account: str = typer.Option("DEMO0001", "--account", help="the user's account name"),
+    seed: int = typer.Option(0, "--seed", min=0, help="with --data synthetic"),
+    synthetic_date: str = typer.Option("2025-03-07", "--synthetic-date",
+                                       help="with --data synthetic: the trade date"),
+    hours: float = typer.Option(1.0, "--hours", min=0.01, max=23.0,
+                                help="with --data synthetic: hours from the 17:00 CT open"),
+) -> None:  # fmt: skip
+    """Serve a Tradovate API (REST, user and md WebSockets) on loopback, backed by a
+    replayed market, until interrupted. The first stdout line is JSON: {"rest", "ws", "md"}.
+    Faults: POST {rest without /v1}/sim/fault (docs/tradovate-simulator.md)."""
+    import json
+    import signal
+    import threading
+
+    from esml.sim.tradovate_api import TradovateSim
+    from esml.sim.tradovate_market import ReplayMarket
+
+    try:
+        rate = _speed(speed)
+        events, symbol = _replay_source(data, seed, synthetic_date, hours)
+        market = ReplayMarket(events, symbol, speed=rate)
+    except (DataFileError, ValueError, OSError) as e:
+        console.print(f"[red]{e}", highlight=False)
+        raise typer.Exit(2) from e
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    sim = TradovateSim(name=user, password=password, cid=cid, sec=sec, accounts=[account],
+                       market=market, port=port, ws_port=ws_port, md_port=md_port)  # fmt: skip
+    with sim:
+        print(json.dumps(sim.urls()), flush=True)
+        stop.wait()
+    console.print("stopped", highlight=False)
+
+
+def _speed(text: str) -> float | None:
+    if text == "step":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--speed must be a number, 'inf' or 'step', got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"--speed must not be negative, got {text}")
+    return value
+
+
+def _replay_source(data: str, seed: int, day: str, hours: float) -> tuple[np.ndarray, str]:
+    """The events to replay and the contract they trade."""
+    from esml.data.dbn import main_instrument, read_dbn, record_symbols, to_events
+    from esml.market.contracts import front_contract
+
+    if data == "synthetic":
+        from esml.sim.queue_reactive import generate_day
+
+        when = date.fromisoformat(day)
+        events = generate_day(seed, when, hours=hours, params=default_params())
+        return events, front_contract("ES", when).symbol
+    path = Path(data)
+    if not path.exists():
+        raise ValueError(f"no such file: {data}")
+    f = read_dbn(path)
+    events = to_events(f)
+    iid = main_instrument(events)
+    mine = events["instrument_id"] == iid
+    if not mine.any():
+        raise ValueError(f"{data}: no events to replay")
+    symbol = str(record_symbols(f)[np.flatnonzero(mine)[0]])
+    if symbol.startswith("id"):
+        raise ValueError(f"{data}: the file does not name instrument {iid}'s contract")
+    return events[mine], symbol
+
+
+if __name__ == "__main__":  # `python -m esml.cli.sim_cmd tradovate ...`: no other command loads
+    app()

@@ -6,17 +6,28 @@ Python run: the strategy, the gate stack and sizing (`Trader`), the position man
 (entries with their OCO brackets, trailing, time and flip exits) and the journal. A replay
 hands the engine whole arrays, the live loop hands it small chunks as they arrive;
 `on_events` cannot tell the difference.
+
+The engine takes its broker from outside: the paper broker (its exchange simulator is
+matched inside the compiled loop, on the engine's own book) or a remote one such as
+Tradovate (its orders and fills arrive by `take_updates`, read at every decision point and
+by `poll`). With a remote broker the kernel runs over an idle exchange, the same compiled
+loop with nothing to match. The mode says what the combination is for: `backtest` (a
+recording, paper fills, no clock), `paper` (live data, paper fills) or `live` (live data,
+the broker's fills).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import numpy as np
 
 from esml.alpha.inputs import ModelInputs, ReadsWindows
 from esml.alpha.model import AlphaModel
 from esml.alpha.strategy import ModelStrategy, Strategy
+from esml.broker.base import Broker
 from esml.broker.paper import PaperBroker
 from esml.config import EsmlConfig
 from esml.data.book import BookState, l2_levels
@@ -26,6 +37,8 @@ from esml.decision.protections import note_entry, record_round_trip
 from esml.engine.champion_watch import ChampionWatch
 from esml.engine.trader import Decision, Trader
 from esml.execution.manager import PositionManager
+from esml.execution.ports import BrokerFailure, ListsWorkingOrders, ReportsUpdates
+from esml.execution.recovery import RecoveryReport, recover
 from esml.features.batch import decision_ok, next_decision
 from esml.features.kernel import (
     DECISION,
@@ -41,9 +54,18 @@ from esml.features.streaming import DEPTH_LEVELS, N_FEATURES, FeatureState, comp
 from esml.journal.base import DecisionRecord, Journal, SignalRecord
 from esml.market.calendar import trading_day
 from esml.market.instruments import PRICE_SCALE
-from esml.sim.exchange import ExchangeConfig
+from esml.sim.exchange import Exchange, ExchangeConfig
 
 SETTLE_ATTEMPTS = 3  # end of data: flatten, settle, and again if a fill was still on its way
+
+Mode = Literal["backtest", "paper", "live"]
+
+
+class EngineBroker(Broker, ReportsUpdates, ListsWorkingOrders, Protocol):
+    """A broker the engine can trade through: the protocol, its news, its working orders."""
+
+
+MODES: tuple[Mode, ...] = ("backtest", "paper", "live")
 
 
 @dataclass
@@ -54,6 +76,8 @@ class EngineStats:
     orders: int = 0
     fills: int = 0
     rejected_by_broker: int = 0
+    broker_errors: int = 0  # the broker's news could not be read (it is read again later)
+    decision_us: list[float] = field(default_factory=list)  # each decision's time (not backtests)
     mids: list[tuple[int, float]] = field(default_factory=list)  # (ts, mid) per decision
     swaps: list[tuple[int, str]] = field(default_factory=list)  # (ts, strategy now serving)
 
@@ -70,7 +94,20 @@ class Engine:
         source: str = "model",
         exchange: ExchangeConfig | None = None,
         watch: ChampionWatch | None = None,
+        broker: EngineBroker | None = None,
+        mode: Mode = "backtest",
+        lockout_s: float = 0.0,
     ) -> None:
+        """`broker`: None for a paper broker on the engine's book; a `PaperBroker` made
+        by the caller (its book is the engine's); or any other `Broker` (live).
+        Outside a backtest the engine reconciles with the broker at its first quote
+        (`esml.execution.recovery`) and then opens nothing for `lockout_s` of market time."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        paper = broker is None or _paper_of(broker) is not None
+        if paper == (mode == "live"):
+            kind = "the paper broker" if paper else type(broker).__name__
+            raise ValueError(f"mode {mode!r} does not trade through {kind}")
         self.cfg = cfg
         self.instrument = cfg.instrument_spec
         self.symbol = symbol or cfg.instrument
@@ -85,9 +122,24 @@ class Engine:
         fee = cfg.execution.commission_per_side
         self.gates = GateStack.from_config(cfg.risk, self.instrument, fee)
         self.trader = Trader(cfg, strategy, self.gates)
-        self.book = BookState.new(self.instrument.tick_fixed)
+        self.mode = mode
         self.features = FeatureState()
-        self.broker = PaperBroker(self.instrument, self.book, exchange or cfg.paper_exchange)
+        if broker is None:
+            book = BookState.new(self.instrument.tick_fixed)
+            broker = PaperBroker(self.instrument, book, exchange or cfg.paper_exchange)
+        self.broker: EngineBroker = broker
+        self.paper = _paper_of(broker)
+        if self.paper is not None:
+            self.book, self._exchange = self.paper.book, self.paper.exchange
+        else:  # the same compiled loop over an exchange that holds no order of ours
+            self.book = BookState.new(self.instrument.tick_fixed)
+            self._exchange = Exchange(ExchangeConfig(), self.instrument.tick_fixed)
+        self.trading = True  # False while warming up on history: windows fill, no orders
+        if not lockout_s >= 0:
+            raise ValueError(f"the start-up lockout must be >= 0 s, got {lockout_s}")
+        self._lockout_ns = round(lockout_s * 1e9)
+        self.entries_from_ns: int | None = None  # set at the start-up reconciliation
+        self.recovery: RecoveryReport | None = None
         self.manager = PositionManager(
             self.symbol, self.broker, journal, cfg.execution.exits,
             instrument=self.instrument, source=source,
@@ -96,7 +148,7 @@ class Engine:
         self._interval_ns = round(cfg.features.decision_interval_s * 1e9)
         self._until: int | None = None
         self.last_event_ns = 0
-        self._trip_cash = 0.0  # cash flow of the open round trip, net of costs
+        self.trip_cash = 0.0  # cash flow of the open round trip, net of costs
         self._row = np.zeros(N_FEATURES, np.float32)
         self._depth = np.zeros((DEPTH_LEVELS, 4), np.int64)
 
@@ -105,7 +157,8 @@ class Engine:
         """Feed a chunk of events (any size, in order)."""
         if len(ev) == 0:
             return
-        self.broker.observe(ev)
+        if self.paper is not None:
+            self.paper.observe(ev)
         if self._until is None:
             self._until = (int(ev["ts_recv"][0]) // self._interval_ns) * self._interval_ns
         i, n = 0, len(ev)
@@ -114,21 +167,21 @@ class Engine:
             due = self._until
             j, why = advance_exchange(ev, i, *book.arrays, book.o_seq, fs.s, fs.ring,
                                       PER_EVENT_FEATURES, due,
-                                      *self.broker.exchange.arrays)  # fmt: skip
+                                      *self._exchange.arrays)  # fmt: skip
             self.stats.events += j - i
             if j > i:
                 self.last_event_ns = int(ev["ts_recv"][j - 1])
                 if self.inputs is not None:
                     self.inputs.on_events(ev, i, j, fs)
             i = j
-            if why == UPDATE:
-                self.broker.now_ns = self.broker.next_update_ns
+            if why == UPDATE:  # only a paper exchange has reports on their way
+                self._clock(self._exchange.next_visible_ns)
                 self._take_broker_updates()
             elif why == DECISION:
                 self._decide(due)
                 self._until = int(next_decision(due, int(ev["ts_recv"][i]), self._interval_ns))
             elif why == FULL:
-                self.broker.exchange.make_room()
+                self._exchange.make_room()
             elif why == ERROR:
                 self.book.check(f" at record {i} of this chunk")
             elif why == END:
@@ -137,27 +190,80 @@ class Engine:
     def finish(self, ts: int, reason: str = "end of data") -> None:
         """The data has ended at `ts`: close what is open at the last book, carry out every
         request still on its way and journal it all, so nothing is left hanging."""
-        self.broker.now_ns = max(self.broker.now_ns, ts)
+        self._clock(ts)
         for _ in range(SETTLE_ATTEMPTS):
-            self.broker.settle()
-            self._take_broker_updates()
-            if not self._exposed():
+            self._settle()
+            if not self.exposed():
                 return
             self.flatten(ts, reason)
-        self.broker.settle()
-        self._take_broker_updates()
+        self._settle()
 
     def flatten(self, ts: int, reason: str) -> None:
         """Close everything at market now (end of data, a halt), through the manager, so
         every order it sends is journaled like any other."""
-        self.broker.now_ns = max(self.broker.now_ns, ts)
+        self._clock(ts)
         self.manager.now_ns = max(self.manager.now_ns, ts)
         self.manager.close(reason)
         self._take_broker_updates()
 
+    def warm(self, history: np.ndarray) -> None:
+        """Fill the features and the models' windows from recorded history that ends
+        before the live data: no decision, no order; the start-up reconciliation and its
+        lockout come at the first live quote."""
+        self.trading = False
+        try:
+            self.on_events(history)
+        finally:
+            self.trading = True
+            self.entries_from_ns = None
+
+    def poll(self) -> None:
+        """Take a remote broker's news between market events (a quiet market)."""
+        self._take_broker_updates()
+
+    def warming(self) -> list[str]:
+        """What is still filling before the strategy can vote: "features" (the kernel's
+        warm-up) and each model window not yet full. Empty when warm."""
+        out = [] if ready(self.features.s, self.last_event_ns) else ["features"]
+        served = getattr(self.strategy, "served", None)
+        if self.inputs is not None and served is not None:
+            out += [m for m, spec in served.windows.items() if self.inputs.read(spec) is None]
+        return out
+
+    def _start_up(self, ts: int, bid: float, ask: float, mid: float) -> None:
+        """Before the first entry: outside a backtest, reconcile the journal with the
+        broker (adopt, cancel orphans, re-protect, journal the fills made while down)."""
+        self.entries_from_ns = ts + self._lockout_ns
+        if self.mode == "backtest" or not self.trading:
+            return
+        self.manager, self.recovery = recover(
+            self.symbol, self.broker, self.journal, self.cfg.execution.exits, ts_ns=ts,
+            bid=bid, ask=ask, last=mid, source=self.source, instrument=self.instrument,
+        )  # fmt: skip
+        r = self.recovery
+        self.account.position = self.manager.position
+        self.manager.tracker.note(
+            ts, abs(r.broker_position), "none",
+            f"start-up reconciliation: broker {r.broker_position:+d}, journal "
+            f"{r.journal_position:+d}; found {len(r.found)}, never sent {len(r.never_sent)}, "
+            f"orphans cancelled {len(r.orphans)}, fills while down {len(r.fills_added)}; "
+            f"no entry for {self._lockout_ns / 1e9:g} s",
+        )  # fmt: skip
+
+    def _clock(self, ts: int) -> None:
+        """The paper exchange runs on market time; a remote broker keeps its own."""
+        if self.paper is not None:
+            self.paper.now_ns = max(self.paper.now_ns, ts)
+
+    def _settle(self) -> None:
+        if self.paper is not None:
+            self.paper.settle()
+        self._take_broker_updates()
+
     # --- decision points -------------------------------------------------------------
     def _decide(self, ts: int) -> None:
-        self.broker.now_ns = ts
+        if self.paper is not None:
+            self.paper.now_ns = ts
         if self.watch is not None:
             self._swap(ts, self.watch.poll(ts))
         day = trading_day(ts)
@@ -169,11 +275,26 @@ class Engine:
             return
         bid, ask = bp / PRICE_SCALE, ap / PRICE_SCALE
         mid = 0.5 * (bid + ask)
+        if self.entries_from_ns is None:
+            self._start_up(ts, bid, ask, mid)
         self.manager.on_market(ts, bid, ask, mid)  # trailing, time exits, timeouts
         self._take_broker_updates()
         if not ready(self.features.s, ts):
             return
+        if not self.trading or ts < self.entries_from_ns:
+            # warming up on history, or the start-up lockout: windows fill, no new entry
+            self._compute_features(ts, bp, bs, ap, as_)
+            return
         self.stats.decisions += 1
+        if self.mode == "backtest":
+            self._trade(ts, bp, bs, ap, as_, mid)
+            return
+        t0 = time.perf_counter()
+        self._trade(ts, bp, bs, ap, as_, mid)
+        self.stats.decision_us.append((time.perf_counter() - t0) * 1e6)
+
+    def _trade(self, ts: int, bp: int, bs: int, ap: int, as_: int, mid: float) -> None:
+        """Features, the strategy, the gates and the position manager at a decision."""
         self.stats.mids.append((ts, mid))
         self._compute_features(ts, bp, bs, ap, as_)
         self.account.position = self.manager.position
@@ -238,7 +359,8 @@ class Engine:
         )
         self.journal.record_decision(decision)
 
-    def _exposed(self) -> bool:
+    def exposed(self) -> bool:
+        """The broker holds a position or a working order on the symbol."""
         return self.broker.position(self.symbol) != 0 or bool(
             self.broker.working_orders(self.symbol)
         )
@@ -246,17 +368,29 @@ class Engine:
     def _take_broker_updates(self) -> None:
         """Hand the broker's news to the position manager (which journals every order
         transition and each fill once), then book closed round trips into the account."""
-        orders, fills = self.broker.take_updates()
+        try:
+            orders, fills = self.broker.take_updates()
+        except BrokerFailure:  # a dropped socket or a lost answer: nothing taken, read later
+            self.stats.broker_errors += 1
+            return
         if not orders and not fills:
             return
         pv = self.instrument.point_value
         for f in self.manager.on_updates(orders, fills):
             self.stats.fills += 1
-            self._trip_cash += -f.side.sign * f.qty * f.price * pv - f.commission
+            self.trip_cash += -f.side.sign * f.qty * f.price * pv - f.commission
         self.account.position = self.manager.position
-        if self.manager.position == 0 and self._trip_cash != 0.0:
-            record_round_trip(self.account, self._trip_cash, self.broker.now_ns, self.cfg.risk)
-            self._trip_cash = 0.0
+        if self.manager.position == 0 and self.trip_cash != 0.0:
+            now = self.paper.now_ns if self.paper is not None else self.manager.now_ns
+            record_round_trip(self.account, self.trip_cash, now, self.cfg.risk)
+            self.trip_cash = 0.0
+
+
+def _paper_of(broker: object) -> PaperBroker | None:
+    """The paper broker behind `broker`, which may wrap it (as `.broker`: shared risk)."""
+    while broker is not None and not isinstance(broker, PaperBroker):
+        broker = vars(broker).get("broker")
+    return broker
 
 
 def _inputs_of(strategy: Strategy) -> ModelInputs | None:

@@ -1,20 +1,22 @@
 """Risk Lambda: the same gate stack as the tick engine, over the shared account state.
 
-Deciding and reserving are one step: the gates run on the account item as read, and the
-approved position change is written back under the item's optimistic lock, so two
-alerts racing for the last contract of a limit cannot both win. Only then is the router
-called. When the router refuses, fails, or finds the order was already routed, the
-reservation is taken back, so the account state never counts an order that is not at
-the broker because of this call.
+For each alert: first the account is brought level with the broker (the router's
+`sync`: new fills applied, open reservations looked up by client id); then the alert is
+planned against its contract's position (`esml.decision.alert_plan`), gated, and its
+orders reserved, in one conditional write, so two alerts racing for the last contract
+of a limit cannot both win; then the router carries the plan out, and each order's
+reservation follows its outcome: placed (kept until its fills arrive), rejected or not
+sent (released), unknown (kept, marked UNKNOWN, until a look-up at the broker tells).
+Every time gate and the cooldown measure from the server's clock.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
@@ -22,44 +24,31 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
-from esml.config import ConfigError, EsmlConfig, ExecutionConfig, load_config
+from esml.config import EsmlConfig, ExecutionConfig
 from esml.decision.account_store import AccountStore
-from esml.decision.alerts import NothingToExit
+from esml.decision.alert_decision import AlertDecision, decide_alert, settle
+from esml.decision.broker_sync import mark
 from esml.decision.gates import GateStack
-from esml.decision.proposal import AccountState, Proposal
-from esml.decision.protections import note_entry
+from esml.decision.proposal import ReservationStatus, SharedAccount
 from lambdas.invoker import Invoker, LambdaInvoker
-from lambdas.messages import RiskAnswer, RiskRequest, RouteAnswer, RouteRequest
-from lambdas.wiring import ColdStart
+from lambdas.messages import (
+    EntryLegView,
+    RiskAnswer,
+    RiskRequest,
+    RouteAnswer,
+    RouteRequest,
+    SyncRequest,
+)
+from lambdas.wiring import ColdStart, config_from_env
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "esml-risk")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "esml")
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE)
 
-
-def config_from_env(env: Mapping[str, str]) -> EsmlConfig:
-    """ESML_CONFIG holds EsmlConfig fields as JSON; absent means the defaults."""
-    raw = env.get("ESML_CONFIG") or "{}"
-    try:
-        fields = json.loads(raw)
-    except ValueError as e:
-        raise ConfigError(f"ESML_CONFIG is not valid JSON: {e}") from e
-    if not isinstance(fields, dict):
-        raise ConfigError(f"ESML_CONFIG must be a JSON object of EsmlConfig fields, not {raw!r}")
-    return load_config(**fields)
-
+DEFAULT_MIN_CONFIDENCE = 0.87  # seed 002's minimum for an alert's model confidence
 
 CONFIG = config_from_env(os.environ)  # a bad ESML_CONFIG fails the cold start, loudly
-
-
-@dataclass(frozen=True)
-class _Decision:
-    outcome: Literal["approved", "rejected", "nothing_to_exit"]
-    proposal: Proposal | None = None
-    gate: str | None = None
-    reason: str = ""
-    prior_entry_ns: int = 0  # the cooldown's reference before this approval moved it
 
 
 @dataclass
@@ -68,10 +57,15 @@ class Risk:
     gates: GateStack
     execution: ExecutionConfig
     router: Invoker
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str], config: EsmlConfig | None = None, router: Invoker | None = None
+        cls,
+        env: Mapping[str, str],
+        config: EsmlConfig | None = None,
+        router: Invoker | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> Risk:
         cfg = config or config_from_env(env)
         table = boto3.resource("dynamodb").Table(env["RISK_STATE_TABLE"])
@@ -83,99 +77,108 @@ class Risk:
         gates = GateStack.from_config(
             cfg.risk, cfg.instrument_spec, cfg.execution.commission_per_side
         )
-        return cls(AccountStore(table), gates, cfg.execution, router)
+        store = AccountStore(table) if clock is None else AccountStore(table, clock)
+        minimum = float(env.get("ALERT_MIN_CONFIDENCE") or DEFAULT_MIN_CONFIDENCE)
+        if not 0 <= minimum <= 1:
+            raise ValueError(f"ALERT_MIN_CONFIDENCE must be within [0, 1], got {minimum}")
+        return cls(store, gates, cfg.execution, router, minimum)
 
     def decide(self, req: RiskRequest) -> RiskAnswer:
-        alert, client_id = req.alert, req.alert.client_order_id()
+        alert = req.alert
+        self._sync(req.account)
+        now = self.store.now_ns()
 
-        def reserve(state: AccountState) -> _Decision:
-            try:
-                proposal = alert.to_proposal(state.position)
-            except NothingToExit as e:
-                return _Decision("nothing_to_exit", reason=str(e))
-            verdict = self.gates.evaluate(proposal, state)
-            if not verdict.approved:
-                return _Decision("rejected", proposal, verdict.gate, verdict.reason)
-            proposal = replace(proposal, qty=verdict.qty)  # a gate may have capped it
-            prior = state.last_entry_ns
-            state.position += proposal.signed_qty
-            if not proposal.is_exit:
-                note_entry(state, proposal.ts_ns)
-            return _Decision("approved", proposal, prior_entry_ns=prior)
+        def reserve(state: SharedAccount) -> AlertDecision:
+            return decide_alert(
+                alert, state, self.gates, now, self.min_confidence,
+                self.execution.stop_ticks, self.execution.target_ticks,
+            )  # fmt: skip
 
-        state, decision = self.store.update(req.account, reserve)
-        if decision.outcome == "nothing_to_exit":
-            logger.info("exit alert while flat", client_id=client_id)
+        state, d = self.store.update(req.account, reserve)
+        symbol = d.symbol
+        if d.duplicate is not None:
             return RiskAnswer(
-                status="nothing_to_exit",
-                client_id=client_id,
-                reason=decision.reason,
-                position=state.position,
+                status=d.duplicate,
+                client_id=d.client_id,
+                symbol=symbol,
+                duplicate=True,
+                reason="this alert is being routed or was routed",
+                position=state.position(symbol),
             )
-        if decision.outcome == "rejected":
-            logger.warning(
-                "proposal rejected", client_id=client_id, gate=decision.gate, reason=decision.reason
-            )
+        if d.plan is None:
+            logger.warning("alert refused", client_id=d.client_id, gate=d.gate, reason=d.reason)
             with single_metric(
                 name="ProposalRejected", unit=MetricUnit.Count, value=1, namespace=NAMESPACE
             ) as metric:
-                metric.add_dimension(name="gate", value=str(decision.gate))
+                metric.add_dimension(name="gate", value=str(d.gate))
             return RiskAnswer(
                 status="risk_rejected",
-                client_id=client_id,
-                gate=decision.gate,
-                reason=decision.reason,
-                position=state.position,
+                client_id=d.client_id,
+                symbol=symbol,
+                gate=d.gate,
+                reason=d.reason,
+                position=state.position(symbol),
             )
-        assert decision.proposal is not None
-        proposal = decision.proposal
         metrics.add_metric(name="ProposalApproved", unit=MetricUnit.Count, value=1)
+        plan = d.plan
         route = RouteRequest(
             account=req.account,
-            client_id=client_id,
-            symbol=proposal.symbol,
-            side=proposal.side,
-            qty=proposal.qty,
-            is_exit=proposal.is_exit,
+            client_id=d.client_id,
+            kind=plan.kind,
+            symbol=plan.symbol,
+            side=plan.side,
+            close_qty=plan.close_qty,
+            close_client_id=d.close_client_id,
+            entries=[
+                EntryLegView(
+                    client_id=leg.client_id,
+                    qty=leg.qty,
+                    stop_ticks=leg.stop_ticks,
+                    target_ticks=leg.target_ticks,
+                )
+                for leg in plan.entries
+            ],
+            cancel_entries=plan.cancel_entries,
+            order_type="Limit" if alert.order_type == "limit" else "Market",
+            limit_price=alert.limit_price,
             reference_price=alert.price,
-            stop_ticks=self.execution.stop_ticks,
-            target_ticks=self.execution.target_ticks,
             reason=f"tradingview {alert.action} {alert.ticker} x{alert.contracts} @ {alert.price}",
-            ts_ns=proposal.ts_ns,
+            ts_ns=now,
         )
         try:
             routed = RouteAnswer.model_validate(self.router(route.model_dump(mode="json")))
-        except Exception:
-            self._release(req.account, decision, client_id, "router failed")
-            raise
-        keeps_reservation = not routed.duplicate and routed.status in ("placed", "flat")
-        if not keeps_reservation:
-            state = self._release(req.account, decision, client_id, f"router: {routed.status}")
-        status = "broker_rejected" if routed.status == "rejected" else routed.status
+        except Exception as e:  # the router's fate is unknown: so is every order's
+            logger.error("router failed; reservations kept as unknown", error=type(e).__name__)
+            metrics.add_metric(name="RouterFailed", unit=MetricUnit.Count, value=1)
+            for cid in d.reserved:
+                mark(self.store, req.account, cid, ReservationStatus.UNKNOWN)
+            return RiskAnswer(
+                status="unknown",
+                client_id=d.client_id,
+                symbol=symbol,
+                reason="the orders' outcome is unknown until the broker is asked",
+                position=self.store.load(req.account).position(symbol),
+            )
+        settle(self.store, req.account, d.reserved, routed.outcomes, routed.duplicate)
+        status = {"rejected": "broker_rejected"}.get(routed.status, routed.status)
         return RiskAnswer(
-            status=status,
-            client_id=client_id,
+            status=status,  # type: ignore[arg-type]
+            client_id=d.client_id,
+            symbol=symbol,
             reason=routed.reason,
             duplicate=routed.duplicate,
-            position=state.position,
+            position=self.store.load(req.account).position(symbol),
             orders=routed.orders,
         )
 
-    def _release(self, account: str, d: _Decision, client_id: str, why: str) -> AccountState:
-        """Compensate a reservation that bought nothing: take its position change and its
-        cooldown start back."""
-        p = d.proposal
-        assert p is not None
-
-        def undo(state: AccountState) -> None:
-            state.position -= p.signed_qty
-            if not p.is_exit and state.last_entry_ns == p.ts_ns:
-                state.last_entry_ns = d.prior_entry_ns
-
-        state, _ = self.store.update(account, undo)
-        logger.info("reservation released", client_id=client_id, why=why, position=state.position)
-        metrics.add_metric(name="ReservationReleased", unit=MetricUnit.Count, value=1)
-        return state
+    def _sync(self, account: str) -> None:
+        """The router's sync; a failure leaves the account as it is (entries on a contract
+        with an UNKNOWN reservation are then refused)."""
+        try:
+            self.router(SyncRequest(account=account).model_dump(mode="json"))
+        except Exception as e:
+            logger.warning("sync with the broker failed", error=type(e).__name__)
+            metrics.add_metric(name="SyncFailed", unit=MetricUnit.Count, value=1)
 
 
 _app: ColdStart[Risk] = ColdStart(lambda env: Risk.from_env(env, config=CONFIG))

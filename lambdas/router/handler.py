@@ -1,177 +1,123 @@
-"""Router Lambda: place an approved trade at Tradovate, exactly once per client id.
-
-The order item is claimed in the orders table (a conditional put) before anything goes to
-the broker; a client id that already has an item gets the recorded answer back and the
-broker hears nothing. A broker refusal is recorded as Rejected with its reason and
-answered, never retried. A broker that cannot be reached leaves the item Pending with
-the error noted (the outcome is unknown: only a reconciliation with Tradovate can tell)
-and fails the invocation so the risk Lambda releases its reservation.
-"""
+"""Router Lambda: carry out an approved plan at Tradovate, exactly once per client id
+(`esml.decision.alert_routing`), and keep the shared account level with the broker
+(`{"op": "sync"}`, also fit for a schedule: `esml.decision.broker_sync`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import TypeAdapter
 
-from esml.broker.base import BrokerError, OrderRejected, Placement
-from esml.broker.tradovate import TradovateClient, TradovateCredentials, leg_client_id
-from esml.execution.orders import (
-    BracketSpec,
-    Order,
-    OrderIntent,
-    OrderRole,
-    OrderStatus,
-    OrderType,
+from esml.broker.tradovate import (
+    CaptchaRequired,
+    RateLimited,
+    TradovateClient,
+    TradovateCredentials,
 )
+from esml.decision.account_store import AccountStore
+from esml.decision.alert_plan import EntryLeg
+from esml.decision.alert_routing import AlertRouter, RoutePlan, RoutingBroker
+from esml.decision.fills import FillLedger
 from esml.journal.dynamodb import DynamoDBJournal
-from lambdas.messages import OrderView, RouteAnswer, RouteRequest, RouteStatus
-from lambdas.wiring import ColdStart
+from lambdas.messages import OrderView, RouteAnswer, RouteRequest, SyncAnswer, SyncRequest
+from lambdas.wiring import ColdStart, config_from_env
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "esml-router"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "esml"))
 
-NO_POSITION = "no position at the broker"
+NOT_HANDLED = (RateLimited, CaptchaRequired)
+"""Besides a refusal: failures after which Tradovate certainly holds no order."""
 
-
-class BracketBroker(Protocol):
-    """The Broker protocol as the router uses it: market entries priced from a reference."""
-
-    def place(self, intent: OrderIntent, reference_price: float | None = None) -> Placement: ...
-
-    def flatten(self, symbol: str, client_id: str, reason: str) -> Order | None: ...
+_METRIC = {
+    "placed": "OrderPlaced",
+    "rejected": "OrderRejected",
+    "unknown": "OrderOutcomeUnknown",
+    "not_sent": "OrderNotSent",
+}
 
 
 @dataclass
 class Router:
-    journal: DynamoDBJournal
-    broker: BracketBroker
+    core: AlertRouter
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Router:
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        broker: RoutingBroker | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> Router:
         dynamodb = boto3.resource("dynamodb")
-        secrets = SecretsProvider(boto3_client=boto3.client("secretsmanager"))
-        secret = secrets.get(env["TRADOVATE_SECRET_ARN"], transform="json")
-        broker = TradovateClient(
-            TradovateCredentials.model_validate(secret),
-            base_url=env.get("TRADOVATE_BASE_URL") or None,
+        if broker is None:
+            secrets = SecretsProvider(boto3_client=boto3.client("secretsmanager"))
+            secret = secrets.get(env["TRADOVATE_SECRET_ARN"], transform="json")
+            broker = TradovateClient(
+                TradovateCredentials.model_validate(secret),
+                base_url=env.get("TRADOVATE_BASE_URL") or None,
+            )
+        fills = dynamodb.Table(env["FILLS_TABLE"])
+        journal = DynamoDBJournal(dynamodb.Table(env["ORDERS_TABLE"]), fills)
+        table = dynamodb.Table(env["RISK_STATE_TABLE"])
+        store = AccountStore(table) if clock is None else AccountStore(table, clock)
+        ledger = FillLedger(store, fills, config_from_env(env).risk)
+        return cls(AlertRouter(journal, broker, ledger, NOT_HANDLED))
+
+    def sync(self, req: SyncRequest) -> SyncAnswer:
+        report = self.core.sync(req.account)
+        if report.applied:
+            n = len(report.applied)
+            metrics.add_metric(name="FillsApplied", unit=MetricUnit.Count, value=n)
+        return SyncAnswer(
+            applied_fills=len(report.applied),
+            released=report.released,
+            placed=report.placed,
+            expired=report.expired,
         )
-        journal = DynamoDBJournal(
-            dynamodb.Table(env["ORDERS_TABLE"]), dynamodb.Table(env["FILLS_TABLE"])
-        )
-        return cls(journal, broker)
 
     def route(self, req: RouteRequest) -> RouteAnswer:
-        claim = Order(
-            order_id="",
+        plan = RoutePlan(
+            account=req.account,
             client_id=req.client_id,
             symbol=req.symbol,
             side=req.side,
-            qty=req.qty,
-            order_type=OrderType.MARKET,
-            role=OrderRole.EXIT if req.is_exit else OrderRole.ENTRY,
+            close_qty=req.close_qty,
+            close_client_id=req.close_client_id,
+            entries=tuple(
+                EntryLeg(e.client_id, e.qty, e.stop_ticks, e.target_ticks) for e in req.entries
+            ),
+            cancel_entries=req.cancel_entries,
+            limit_price=req.limit_price if req.order_type == "Limit" else None,
+            reference_price=req.reference_price,
+            reason=req.reason,
             ts_ns=req.ts_ns,
         )
-        earlier = self.journal.claim(
-            claim, account=req.account, reason=req.reason, request=req.model_dump_json()
-        )
-        if earlier is not None:
-            logger.info("client id already routed; nothing sent", client_id=req.client_id)
+        routed = self.core.route(plan)
+        if routed.duplicate:
             metrics.add_metric(name="OrderDuplicate", unit=MetricUnit.Count, value=1)
-            return self._recorded(earlier)
-        try:
-            if req.is_exit:
-                return self._flatten(req, claim)
-            placement = self.broker.place(
-                OrderIntent(
-                    client_id=req.client_id,
-                    symbol=req.symbol,
-                    side=req.side,
-                    qty=req.qty,
-                    bracket=BracketSpec(req.stop_ticks, req.target_ticks),
-                    reason=req.reason,
-                    ts_ns=req.ts_ns,
-                ),
-                reference_price=req.reference_price,
-            )
-        except OrderRejected as e:
-            claim.status, claim.reject_reason = OrderStatus.REJECTED, e.reason
-            self.journal.record_order(claim)
-            logger.warning("broker rejected the order", client_id=req.client_id, reason=e.reason)
-            metrics.add_metric(name="OrderRejected", unit=MetricUnit.Count, value=1)
-            return RouteAnswer(
-                status="rejected",
-                client_id=req.client_id,
-                duplicate=False,
-                reason=e.reason,
-                orders=[OrderView.of(claim)],
-            )
-        except BrokerError as e:
-            claim.reject_reason = f"broker error, outcome unknown: {e}"
-            self.journal.record_order(claim)
-            logger.error("broker unreachable; order outcome unknown", client_id=req.client_id)
-            metrics.add_metric(name="BrokerError", unit=MetricUnit.Count, value=1)
-            raise
-        for order in placement.orders:
-            self.journal.record_order(order)
-        metrics.add_metric(name="OrderPlaced", unit=MetricUnit.Count, value=1)
-        logger.info("order placed", client_id=req.client_id, order_id=placement.entry.order_id)
-        return RouteAnswer(
-            status="placed",
-            client_id=req.client_id,
-            duplicate=False,
-            orders=[OrderView.of(o) for o in placement.orders],
-        )
-
-    def _flatten(self, req: RouteRequest, claim: Order) -> RouteAnswer:
-        closed = self.broker.flatten(req.symbol, req.client_id, req.reason)
-        if closed is None:
-            claim.status, claim.reject_reason = OrderStatus.CANCELLED, NO_POSITION
-            self.journal.record_order(claim)
-            return RouteAnswer(
-                status="flat",
-                client_id=req.client_id,
-                duplicate=False,
-                reason=NO_POSITION,
-                orders=[OrderView.of(claim)],
-            )
-        self.journal.record_order(closed)
-        metrics.add_metric(name="PositionFlattened", unit=MetricUnit.Count, value=1)
-        return RouteAnswer(
-            status="placed",
-            client_id=req.client_id,
-            duplicate=False,
-            orders=[OrderView.of(closed)],
-        )
-
-    def _recorded(self, entry: Order) -> RouteAnswer:
-        legs = [self.journal.order(leg_client_id(entry.client_id, r)) for r in _LEGS]
-        orders = [entry, *(o for o in legs if o is not None)]
-        if entry.status is OrderStatus.REJECTED:
-            status: RouteStatus = "rejected"
-        elif entry.status is OrderStatus.PENDING:
-            status = "unknown"
-        elif entry.role is OrderRole.EXIT and entry.reject_reason == NO_POSITION:
-            status = "flat"
         else:
-            status = "placed"
+            for outcome in routed.outcomes.values():
+                metrics.add_metric(name=_METRIC[outcome], unit=MetricUnit.Count, value=1)
+        logger.info("routed", client_id=req.client_id, outcomes=routed.outcomes)
         return RouteAnswer(
-            status=status,
-            client_id=entry.client_id,
-            duplicate=True,
-            reason=entry.reject_reason,
-            orders=[OrderView.of(o) for o in orders],
+            status=routed.status,
+            client_id=req.client_id,
+            duplicate=routed.duplicate,
+            reason=routed.reason,
+            outcomes=routed.outcomes,
+            orders=[OrderView.of(o) for o in routed.orders],
         )
 
 
-_LEGS = (OrderRole.STOP, OrderRole.TARGET)
+_REQUEST: TypeAdapter[RouteRequest | SyncRequest] = TypeAdapter(RouteRequest | SyncRequest)
 
 _app: ColdStart[Router] = ColdStart(Router.from_env)
 use = _app.use
@@ -180,5 +126,7 @@ use = _app.use
 @metrics.log_metrics
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = RouteRequest.model_validate(event)
+    request = _REQUEST.validate_python(event)
+    if isinstance(request, SyncRequest):
+        return _app.get().sync(request).model_dump(mode="json")
     return _app.get().route(request).model_dump(mode="json")
