@@ -226,6 +226,7 @@ def ablate(
     from esml.evaluation.ablation import html_section as ablation_html
     from esml.evaluation.ablation import rich_tables as ablation_tables
     from esml.evaluation.ablation import to_markdown as ablation_markdown
+    from esml.evaluation.report import PLOTLYJS_FILE, ensure_plotlyjs
     from esml.sim.queue_reactive import generate_day
 
     cfg = _config(config)
@@ -247,7 +248,8 @@ def ablate(
     console.print(funnel)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.md").write_text(ablation_markdown(runs))
-    page = ablation_html(runs, include_plotlyjs=True)
+    page = ablation_html(runs, include_plotlyjs="directory")
+    ensure_plotlyjs(out / PLOTLYJS_FILE)  # once per folder, beside the pages that load it
     (out / "ablation.html").write_text(
         f"<!doctype html><meta charset='utf-8'><title>esml ablation: {name}</title>{page}"
     )
