@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from esml.cli import data_cmd, models_cmd, sim_cmd, train_cmd
+from esml.cli import data_cmd, models_cmd, monitor_cmd, sim_cmd, train_cmd
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,6 +41,7 @@ app.add_typer(sim_cmd.app, name="sim")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(train_cmd.train_app, name="train")
 app.add_typer(train_cmd.evaluate_app, name="evaluate")
+app.command("monitor")(monitor_cmd.monitor)
 console = Console(soft_wrap=True)
 
 DEFAULT_ES_FILE = Path("data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
