@@ -1,7 +1,7 @@
 """`esml monitor` in a real headless browser (Debian's chromium through selenium): the page
-is open before the engine starts, follows a replay of the real ES file through its SQLite
-journal, and shows new trades as they happen, without reloading. A screenshot is kept
-under reports/."""
+is open before the engine starts, follows `esml backtest` replaying the real ES file
+through its SQLite journal, and shows new trades as they happen, without reloading. A
+screenshot is kept under reports/."""
 
 from __future__ import annotations
 
@@ -27,10 +27,11 @@ from esml.market.instruments import ES
 from esml.monitor.server import create_app
 from esml.monitor.source import SQLiteSource
 from esml.monitor.state import monitor_state
-from tests.conftest import ROOT
+from tests.conftest import ES_FILE, ROOT
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOT = ROOT / "reports" / "monitor.png"
+RULE = "zscore_regime"  # a rule strategy: 20 round trips on the real file, no model needed
 # CI installs chromium (.ci/run) and sets ESML_CI: there a missing browser is a failure
 needs_browser = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("ESML_CI"),
@@ -84,8 +85,11 @@ def test_the_page_follows_a_replay_and_shows_new_trades(monitor) -> None:
         _wait(lambda: driver.find_element("id", "waiting").is_displayed(), "waiting banner")
         page_id = driver.execute_script("return window.esmlPageId")
         assert driver.execute_script("return typeof Plotly") == "object"  # served offline
-        engine = subprocess.Popen([sys.executable, "-m", "tests.monitor_replay", str(journal)],
-                                  cwd=ROOT, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        backtest = ["backtest", "--data", str(ES_FILE), "--strategy", RULE, "--out",
+                    str(journal.parent)]  # fmt: skip
+        engine = subprocess.Popen([sys.executable, "-m", "esml.cli.app", *backtest], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True)  # fmt: skip
         seen = [0]
         try:
             while engine.poll() is None:
@@ -106,7 +110,7 @@ def test_the_page_follows_a_replay_and_shows_new_trades(monitor) -> None:
         assert driver.execute_script("return window.esmlPageId") == page_id  # never reloaded
         rows = driver.find_elements("css selector", "#trades tr.trade")
         assert 0 < len(rows) <= 15 and not driver.find_element("id", "waiting").is_displayed()
-        assert driver.find_element("id", "champion").text == "zscore_regime"
+        assert driver.find_element("id", "champion").text == RULE
         _check_finished_state(journal)
         time.sleep(0.6)  # the last Plotly.react has drawn
         SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -146,7 +150,7 @@ def _check_finished_state(journal: Path) -> None:
     assert funnel["signals"] == len(signals)
     assert sum(funnel.values()) - funnel["signals"] == len(verdicts)
     assert funnel["approved"] == sum(d.approved for d in verdicts) == len(trips)
-    assert s["model"]["champion"] == "zscore_regime" and s["working"] == []
+    assert s["model"]["champion"] == RULE and s["working"] == []
 
 
 def _wait(cond, what: str, timeout: float = 60) -> None:

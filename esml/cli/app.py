@@ -50,6 +50,7 @@ DEMO_REPLAY_DATE = "2024-03-15"  # after the shipped bundle's SYNTHETIC training
 DEMO_REPLAY_HOURS = 3.0  # the bar LSTM reads an hour of minute bars before it votes
 ABLATE_SYNTHETIC_DAY = "2024-03-05"
 MODEL_HELP = "a model root with a champion, a bundle, or a trees model (default: the config's)"
+RULES = "zscore_regime, momentum, mean_reversion"  # esml.alpha.rules.RULE_CONFIGS
 
 
 def _config(path: Path | None) -> EsmlConfig:
@@ -138,6 +139,9 @@ def _show(result: SessionResult, out_dir: Path) -> Path:
 def backtest(
     data: Path = typer.Option(..., "--data", help="a Databento MBO file (.dbn or .dbn.zst)"),
     model: Path | None = typer.Option(None, help=MODEL_HELP),
+    strategy: str = typer.Option(
+        "model", help="'model' (the champion of --model) or a rule strategy: " + RULES
+    ),
     config: Path | None = typer.Option(None, help="esml TOML config"),
     out: Path = typer.Option(Path("runs/backtest"), help="journal and report folder"),
 ) -> None:
@@ -147,10 +151,19 @@ def backtest(
 
     cfg = _config(config)
     ev = _events(data)
+    if strategy == "model":
+        trader = _serve(model or cfg.model.path, cfg).strategy
+    else:
+        from esml.alpha.rules import make_rule_strategy
+
+        try:
+            trader = make_rule_strategy(strategy, tick_size=cfg.instrument_spec.tick_size)
+        except ValueError as e:
+            console.print(f"[red]--strategy: {e}")
+            raise typer.Exit(2) from e
     out.mkdir(parents=True, exist_ok=True)
-    served = _serve(model or cfg.model.path, cfg)
     with progress_bar() as bar, SQLiteJournal(out / "journal.sqlite") as journal:
-        result = run_session(data.name, ev, cfg, served.strategy, journal, progress=bar)
+        result = run_session(data.name, ev, cfg, trader, journal, progress=bar)
     _show(result, out)
 
 
