@@ -24,7 +24,7 @@ import uvicorn
 from esml.evaluation.trades import round_trips
 from esml.journal.sqlite import SQLiteJournal
 from esml.market.instruments import ES
-from esml.monitor.server import create_app
+from esml.monitor.server import create_app, market_prices
 from esml.monitor.source import SQLiteSource
 from esml.monitor.state import monitor_state
 from tests.conftest import ES_FILE, ROOT
@@ -51,7 +51,7 @@ def monitor(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A monitor on loopback of a journal that does not exist yet."""
     journal = tmp_path / "journal.sqlite"
     port = _free_port()
-    app = create_app(SQLiteSource(journal), poll_s=0.25)
+    app = create_app(SQLiteSource(journal), poll_s=0.25, prices=market_prices(ES_FILE))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -112,6 +112,10 @@ def test_the_page_follows_a_replay_and_shows_new_trades(monitor) -> None:
         assert 0 < len(rows) <= 15 and not driver.find_element("id", "waiting").is_displayed()
         assert driver.find_element("id", "champion").text == RULE
         _check_finished_state(journal)
+        market = driver.execute_script(
+            "const d = document.getElementById('price-chart').data[0]; return [d.name, d.x.length]"
+        )
+        assert market[0] == "trades (market)" and market[1] > 100  # the real file's prints
         time.sleep(0.6)  # the last Plotly.react has drawn
         SCREENSHOT.parent.mkdir(exist_ok=True)
         assert driver.save_screenshot(str(SCREENSHOT))

@@ -20,6 +20,9 @@ def monitor(
     dynamodb_fills: str | None = typer.Option(
         None, "--dynamodb-fills", envvar="FILLS_TABLE", help="on AWS: the fills table"
     ),
+    data: Path | None = typer.Option(
+        None, "--data", help="the DBN file the engine replays: its trades drawn as the price"
+    ),
     host: str = typer.Option("127.0.0.1", help="address to serve on (loopback by default)"),
     port: int = typer.Option(8765, min=1, max=65535, help="port to serve on"),
     poll: float = typer.Option(1.0, min=0.2, help="seconds between the page's updates"),
@@ -29,7 +32,8 @@ def monitor(
     Read-only: the journal is never written."""
     import uvicorn
 
-    from esml.monitor.server import create_app
+    from esml.data.dbn import DataFileError
+    from esml.monitor.server import create_app, market_prices
     from esml.monitor.source import DynamoDBSource, JournalSource, SQLiteSource
 
     source: JournalSource
@@ -46,5 +50,11 @@ def monitor(
         raise typer.Exit(2)
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]serving on {host}: anyone who reaches it sees the journal")
+    try:
+        prices = market_prices(data) if data is not None else None
+    except DataFileError as e:
+        console.print(f"[red]{e}")
+        raise typer.Exit(2) from e
     console.print(f"esml monitor of {source.name}: http://{host}:{port}/  (Ctrl-C stops)")
-    uvicorn.run(create_app(source, poll), host=host, port=port, log_level="warning")
+    app = create_app(source, poll, prices)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -14,7 +14,9 @@ import asyncio
 import time
 from functools import cache
 from importlib.resources import files
+from pathlib import Path
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -23,8 +25,21 @@ from starlette.routing import Route
 from esml.monitor.source import JournalNotReady, JournalSource
 from esml.monitor.state import monitor_state
 
-DEFAULT_HOST = "127.0.0.1"  # loopback: a journal is nobody else's business
-DEFAULT_PORT = 8765
+MAX_PRICE_POINTS = 4_000  # each poll sends them: enough for the chart's width
+
+
+def market_prices(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Trade prints of the busiest instrument of a DBN MBO file (the one a backtest or a
+    replaying simulator trades), thinned keeping each bucket's extremes."""
+    from esml.data.dbn import main_instrument, read_mbo
+    from esml.evaluation.report import downsample_minmax
+    from esml.market.events import TRADE
+    from esml.market.instruments import PRICE_SCALE
+
+    ev = read_mbo(path)
+    ev = ev[(ev["instrument_id"] == main_instrument(ev)) & (ev["action"] == TRADE)]
+    ts = ev["ts_recv"].astype(np.int64)
+    return downsample_minmax(ts, ev["price"] / PRICE_SCALE, MAX_PRICE_POINTS)
 
 
 @cache
@@ -39,8 +54,11 @@ def _plotly_js() -> bytes:
     return get_plotlyjs().encode("utf-8")
 
 
-def create_app(source: JournalSource, poll_s: float = 1.0) -> Starlette:
-    """The monitor of one journal; the page asks for news every `poll_s` seconds."""
+def create_app(
+    source: JournalSource, poll_s: float = 1.0, prices: tuple[np.ndarray, np.ndarray] | None = None
+) -> Starlette:
+    """The monitor of one journal; the page asks for news every `poll_s` seconds. `prices`
+    (see `market_prices`) draws the market under the fills."""
 
     async def page(_: Request) -> HTMLResponse:
         return HTMLResponse(_page().replace("__POLL_MS__", str(int(poll_s * 1000))))
@@ -54,7 +72,7 @@ def create_app(source: JournalSource, poll_s: float = 1.0) -> Starlette:
             data = await asyncio.to_thread(source.read)
         except JournalNotReady as e:
             return JSONResponse({"source": source.name, "waiting": str(e)})
-        return JSONResponse(monitor_state(data, source.name, time.time()))
+        return JSONResponse(monitor_state(data, source.name, time.time(), prices))
 
     return Starlette(routes=[
         Route("/", page, methods=["GET"]),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 from esml.evaluation.trades import round_trips
 from esml.execution.orders import Fill, OrderRole, OrderStatus
 from esml.market.instruments import instrument_for
@@ -21,7 +23,14 @@ WORKING = (OrderStatus.PENDING, OrderStatus.WORKING, OrderStatus.PARTIALLY_FILLE
 NOT_RECORDED = "not recorded"
 
 
-def monitor_state(data: JournalData, source: str, now_s: float | None = None) -> dict[str, Any]:
+def monitor_state(
+    data: JournalData,
+    source: str,
+    now_s: float | None = None,
+    prices: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """`prices`: (UTC ns, price) of the market the engine trades, from the file it replays;
+    the page gets the part up to the journal's latest record (never what comes after)."""
     now_s = time.time() if now_s is None else now_s
     symbol = _symbol(data)
     point_value = instrument_for(symbol).point_value if symbol else 0.0
@@ -35,9 +44,11 @@ def monitor_state(data: JournalData, source: str, now_s: float | None = None) ->
     last_fill = data.fills[-1].price if data.fills else None
     mark = data.status.get("last_price") or last_fill
     open_pnl = cash + position * mark * point_value if position and mark else 0.0
+    health = _health(data, now_s)
     return {
         "source": source,
         "symbol": symbol,
+        "prices": _prices_until(prices, health["last_event_ns"]),
         "fills": [_fill(f) for f in data.fills],
         "trades": [
             {"entry_ts_ns": rt.entry_ts_ns, "exit_ts_ns": rt.exit_ts_ns, "side": rt.side.value,
@@ -73,8 +84,16 @@ def monitor_state(data: JournalData, source: str, now_s: float | None = None) ->
             for d in reversed(data.decisions)
         ],
         "model": _model(data),
-        "health": _health(data, now_s),
+        "health": health,
     }
+
+
+def _prices_until(prices: tuple[np.ndarray, np.ndarray] | None, until_ns: int | None) -> dict:
+    if prices is None or until_ns is None:
+        return {"ts_ns": [], "price": []}
+    ts, px = prices
+    n = int(np.searchsorted(ts, until_ns, side="right"))
+    return {"ts_ns": ts[:n].tolist(), "price": px[:n].tolist()}
 
 
 def _symbol(data: JournalData) -> str:
