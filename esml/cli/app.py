@@ -35,7 +35,12 @@ if TYPE_CHECKING:
     from esml.engine.serving import Served
     from esml.engine.session import SessionResult
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="esml: machine-learning trading of CME E-mini S&P 500 futures. Start with "
+    "`esml demo`; docs/quickstart.md walks through the first hour.",
+)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(sim_cmd.app, name="sim")
 app.add_typer(models_cmd.app, name="models")
