@@ -4,6 +4,8 @@ stop and target and its open P&L."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from typing import Any
 
 import pytest
@@ -91,3 +93,25 @@ def test_dynamodb_and_sqlite_give_the_same_page(aws, tmp_path) -> None:  # noqa:
     funnel = {f["stage"]: f["count"] for f in s["funnel"]}
     assert funnel == {"signals": 3, "approved": 2, "rejected by cooldown": 1}  # notes left out
     assert s["model"]["champion"] == "trees-v3" and s["signals"][0]["p_up"] == 0.7
+
+
+def test_the_engine_status_record_fills_in_what_the_journal_lacks(tmp_path) -> None:
+    """The engine's `status` meta record (esml.engine.status.Snapshot's fields plus broker,
+    champion and last swap) gives the mark, the warming windows, data age and the broker."""
+    path = tmp_path / "j.sqlite"
+    with SQLiteJournal(path) as j:
+        _write(j)
+    status = {"mode": "live", "market_ns": TS + 230 * SEC, "last_price": 4808.25,
+              "warming": ["bar_lstm"], "data_age_s": 0.4, "broker": "tradovate: connected",
+              "champion": "bundle-20240315", "last_swap": "2024-03-15 14:02 UTC"}  # fmt: skip
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('status', ?)", (json.dumps(status),))
+    s = monitor_state(SQLiteSource(path).read(), "l")
+    pos = s["position"]
+    assert (pos["mark"], pos["marked_at"]) == (4808.25, "the engine's last price")
+    assert pos["open_pnl"] == pytest.approx((4808.25 - 4807.5) * 50 - 2.25)
+    assert s["model"] == {"champion": "bundle-20240315", "champion_from": "status",
+                          "warming": "bar_lstm", "last_swap": "2024-03-15 14:02 UTC"}  # fmt: skip
+    h = s["health"]
+    assert (h["mode"], h["data_age_s"], h["broker"]) == ("live", 0.4, "tradovate: connected")
+    assert s["health"]["last_event_ns"] == TS + 230 * SEC
