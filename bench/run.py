@@ -37,6 +37,7 @@ from rich.table import Table  # noqa: E402
 from bench.decisions import decision_latencies  # noqa: E402
 from bench.live import live_latencies  # noqa: E402
 from bench.models import tree_training_seconds  # noqa: E402
+from bench.startup import startup_seconds  # noqa: E402
 from bench.tradovate import tradovate_round_trips  # noqa: E402
 from esml.config import load_config  # noqa: E402
 from esml.data.book import BookState, apply_event_inlined  # noqa: E402
@@ -317,6 +318,9 @@ def main() -> None:
     extra["tradovate_round_trip_ms"] = tradovate_round_trips(console)
     extra["live_latency_ms"] = live_latencies(console)  # bench/live.py
     rows += more
+    extra["startup_s"] = startup = startup_seconds()
+    console.print(f"esml --help: {startup['python -m esml.cli.app --help']:.2f} s, slowest "
+                  f"subcommand {startup['slowest subcommand s']:.2f} s (goal < 0.5 s)")  # fmt: skip
     console.print(table(rows))
     for lat in extra["decision_latency_us"]:
         console.print(f"decision latency, {lat['name']}: p50 {lat['p50_us']:.0f} us, "

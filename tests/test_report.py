@@ -216,7 +216,7 @@ def test_report_page_has_every_section_and_trade_row(tmp_path: Path) -> None:
         funnel=FUNNEL,
     )
     page = out.read_text(encoding="utf-8")
-    assert page.count("* plotly.js v") == 1 and "<script src=" not in page  # inline, once
+    assert "* plotly.js v" not in page and page.count(f'src="{PLOTLYJS_FILE}"') == 1
     assert page.count("Plotly.newPlot") == 3  # price/equity/drawdown, breakdowns, funnel
     for name in (
         "stop level",
@@ -238,7 +238,10 @@ def test_report_page_has_every_section_and_trade_row(tmp_path: Path) -> None:
     assert '<td class="v net">$924.00</td>' in page and "-$259.00" in page
     assert '<td>max_spread</td><td class="v">21</td><td class="v">17</td>' in page
     assert summary_png_path(out).exists()
-    assert sorted(p.name for p in out.parent.iterdir()) == [out.name, summary_png_path(out).name]
+    assert len(page) < 500_000  # plotly.js is written once beside the reports, not in each
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        [out.name, summary_png_path(out).name, PLOTLYJS_FILE]
+    )
 
 
 def test_png_summary_is_a_real_picture_of_equity_and_drawdown(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from esml.data.dbn import main_instrument, read_mbo
 from esml.features.dataset import build_dataset, events_sha256
 from esml.features.sequences import TICK
 from esml.features.streaming import FEATURE_NAMES, FEATURE_VERSION
-from esml.sim.synthetic import generate_session
+from esml.sim.synthetic import DEFAULT_START_NS, generate_session
 from tests.tiny_stack import TINY
 from training.stack import train_stack
 
@@ -114,7 +114,7 @@ def test_local_synthetic_run_is_labelled_synthetic(tmp_path):
     assert m.synthetic_training_data is True
     assert set(m.data_sha256) == {"synthetic-seed-3", "synthetic-seed-4"}
     expected = events_sha256(
-        generate_session(4, start_ns=train.DEFAULT_START_NS + 86_400 * 10**9, duration_s=1500)
+        generate_session(4, start_ns=DEFAULT_START_NS + 86_400 * 10**9, duration_s=1500)
     )
     assert m.data_sha256["synthetic-seed-4"] == expected
     assert m.hyperparameters["learning_rate"] == 0.1

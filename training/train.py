@@ -35,15 +35,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from esml.alpha.manifest import ModelManifest
-from esml.alpha.torch_train import TrainParams
-from esml.alpha.xgb import XGBParams, train_direction_model
+from esml.alpha.params import TrainParams, XGBParams
 from esml.config import EsmlConfig, FeatureConfig, load_config
-from esml.data.dbn import DataFileError, main_instrument, open_dbn, read_mbo
 from esml.market.instruments import instrument_for
-from esml.sim.synthetic import DEFAULT_START_NS, generate_session
 
 if TYPE_CHECKING:
     from training.stack import StackResult
+# xgboost, torch and the numba readers load in the functions that train: --help stays instant
 
 if __package__ in (None, ""):  # run as a script: make the `training` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -163,6 +161,8 @@ def read_sources(
 ) -> dict[str, np.ndarray]:
     """Each MBO file's main outright; files of other schemas found in directories are skipped
     (named on stderr), an explicitly named one is an error."""
+    from esml.data.dbn import DataFileError, open_dbn
+
     task = progress.add_task("reading MBO files", total=len(files))
     sources: dict[str, np.ndarray] = {}
     for f in files:
@@ -185,6 +185,8 @@ def read_sources(
 
 def _main_outright(path: Path, metadata: dbn.Metadata, cfg: EsmlConfig) -> np.ndarray:
     """The records of the file's busiest instrument, which must be the configured one."""
+    from esml.data.dbn import DataFileError, main_instrument, read_mbo
+
     events = read_mbo(path)
     if len(events) == 0:
         raise DataFileError(f"{path}: no MBO records")
@@ -207,6 +209,8 @@ def synthetic_sources(
     days: int, seed: int, session_s: float, cfg: EsmlConfig, progress: Progress
 ) -> dict[str, np.ndarray]:
     """SYNTHETIC sessions on consecutive days, one seed each: regenerable by anyone."""
+    from esml.sim.synthetic import DEFAULT_START_NS, generate_session
+
     if days < 1:
         raise ValueError(f"--synthetic-days must be >= 1, got {days}")
     task = progress.add_task("generating SYNTHETIC sessions", total=days)
@@ -256,6 +260,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> ModelManifest | Sta
     cfg, params = resolve_config(args)
     if args.stack:
         return run_stack(args, env, cfg, out)
+    from esml.alpha.xgb import train_direction_model
+
     data, days = _training_data(args, env)
     synthetic = days is not None
     with _progress() as progress:

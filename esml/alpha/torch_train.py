@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 from torch import nn
 
 from esml.alpha.manifest import ClassificationMetrics
 from esml.alpha.nets import NetKind, SequenceNet, build_net
+from esml.alpha.params import TrainParams
 from esml.alpha.sequence_model import SequenceManifest
 from esml.alpha.splits import Fold, holdout_split, walk_forward_split
 from esml.alpha.torch_onnx import export_net, write_net_model
@@ -54,25 +54,6 @@ WINDOWS: dict[str, tuple[WindowSpec, WindowBuilder]] = {
     "bar_lstm": (BAR, bar_windows),
 }
 """Each net kind's input: its spec and its batch builder (events, tick_fixed, decisions)."""
-
-
-class TrainParams(BaseModel):
-    """Hyper-parameters; SageMaker passes them as `--key value`, so every one has a default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(256, ge=1)
-    max_batches_per_epoch: int = Field(0, ge=0)  # 0: every training row each epoch
-    learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    patience: int = Field(5, ge=1)  # epochs without a better validation loss before stopping
-    seed: int = 7
-    threads: int = Field(2, ge=1, le=2)
-    validation_fraction: float = Field(0.2, gt=0, lt=1)
-    embargo_s: float = Field(0.0, ge=0)
-    n_folds: int = Field(3, ge=0, le=20)
 
 
 @dataclass(frozen=True)

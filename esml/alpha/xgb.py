@@ -45,6 +45,7 @@ from esml.alpha.onnx_export import (
     export_onnx,
     tree_ensemble_model,
 )
+from esml.alpha.params import XGBParams
 from esml.alpha.splits import Fold, holdout_split, walk_forward_split
 from esml.config import EsmlConfig
 from esml.features.dataset import Dataset, build_dataset
@@ -53,29 +54,6 @@ from esml.market.events import is_synthetic
 N_CLASSES = len(CLASSES)
 _LABELS = list(range(N_CLASSES))
 _NS = 1_000_000_000
-
-
-class XGBParams(BaseModel):
-    """Hyper-parameters; SageMaker passes them as `--key value`, so every one has a default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    n_estimators: int = Field(400, ge=1)
-    max_depth: int = Field(4, ge=1, le=12)
-    learning_rate: float = Field(0.05, gt=0, le=1)
-    subsample: float = Field(0.8, gt=0, le=1)
-    colsample_bytree: float = Field(0.8, gt=0, le=1)
-    min_child_weight: float = Field(5.0, ge=0)
-    reg_lambda: float = Field(1.0, ge=0)
-    early_stopping_rounds: int = Field(30, ge=1)
-    # on a busy machine 2 threads pay only if OMP_WAIT_POLICY=PASSIVE was set before xgboost
-    # loaded: libgomp's default spin-waiting otherwise burns the time slices both threads need
-    n_jobs: int = Field(2, ge=1, le=2)
-    max_bin: int = Field(256, ge=2, le=1024)
-    random_state: int = 7
-    validation_fraction: float = Field(0.2, gt=0, lt=1)
-    embargo_s: float = Field(0.0, ge=0)
-    n_folds: int = Field(3, ge=0, le=20)
 
 
 @dataclass(frozen=True)

@@ -1,38 +1,53 @@
-"""The `esml` command."""
+"""The `esml` command.
+
+`esml --help` and every subcommand's `--help` answer in a fraction of a second because
+nothing heavy loads until a command runs. The rule for every command module (this one
+included): at module level import only the standard library, typer, rich and light esml
+modules (esml.market.calendar/instruments, constants); numpy, numba-compiled modules,
+pandas, torch, xgboost, sklearn, onnxruntime, plotly and boto3 are imported inside the
+command functions that use them (annotations of helpers under TYPE_CHECKING).
+tests/test_startup.py runs every command's `--help` and names any heavy module it pulls in.
+
+Registering a command module is one or two lines here:
+
+    from esml.cli import live_cmd                      # light at import, as above
+    app.add_typer(live_cmd.app, name="live")           # a typer group of subcommands
+    app.command("score")(score_cmd.score)              # or a single command function
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from esml.alpha.ensemble_strategy import EnsembleStrategy
-from esml.alpha.manifest import ModelFileError
-from esml.cli import data_cmd, live_cmd, models_cmd, sim_cmd, train_cmd
-from esml.config import ConfigError, EsmlConfig, load_config
-from esml.data.dbn import DataFileError, main_instrument, read_mbo
-from esml.engine.ablation import default_variants, run_ablation
-from esml.engine.serving import Served, serve
-from esml.engine.session import SessionResult, progress_bar, report_path, run_session
-from esml.evaluation.ablation import html_section as ablation_html
-from esml.evaluation.ablation import rich_tables as ablation_tables
-from esml.evaluation.ablation import to_markdown as ablation_markdown
-from esml.evaluation.metrics import metrics_table
-from esml.evaluation.report import write_report
-from esml.journal.sqlite import SQLiteJournal
-from esml.sim.queue_reactive import generate_day
+from esml.cli import data_cmd, live_cmd, models_cmd, monitor_cmd, sim_cmd, train_cmd
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+if TYPE_CHECKING:
+    import numpy as np
+
+    from esml.config import EsmlConfig
+    from esml.engine.serving import Served
+    from esml.engine.session import SessionResult
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="esml: machine-learning trading of CME E-mini S&P 500 futures. Start with "
+    "`esml demo`; docs/quickstart.md walks through the first hour.",
+)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(sim_cmd.app, name="sim")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(train_cmd.train_app, name="train")
 app.add_typer(train_cmd.evaluate_app, name="evaluate")
 app.command("live")(live_cmd.live)
+app.command("monitor")(monitor_cmd.monitor)
 console = Console(soft_wrap=True)
 
 DEFAULT_ES_FILE = Path("data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
@@ -41,9 +56,12 @@ DEMO_REPLAY_DATE = "2024-03-15"  # after the shipped bundle's SYNTHETIC training
 DEMO_REPLAY_HOURS = 3.0  # the bar LSTM reads an hour of minute bars before it votes
 ABLATE_SYNTHETIC_DAY = "2024-03-05"
 MODEL_HELP = "a model root with a champion, a bundle, or a trees model (default: the config's)"
+RULES = "zscore_regime, momentum, mean_reversion"  # esml.alpha.rules.RULE_CONFIGS
 
 
 def _config(path: Path | None) -> EsmlConfig:
+    from esml.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as e:
@@ -51,7 +69,9 @@ def _config(path: Path | None) -> EsmlConfig:
         raise typer.Exit(2) from e
 
 
-def _events(path: Path):
+def _events(path: Path) -> np.ndarray:
+    from esml.data.dbn import DataFileError, main_instrument, read_mbo
+
     try:
         ev = read_mbo(path)
     except DataFileError as e:
@@ -65,6 +85,9 @@ def _events(path: Path):
 
 def _serve(path: Path, cfg: EsmlConfig) -> Served:
     """A replay serves what the path holds now: no hot swap mid-replay."""
+    from esml.alpha.manifest import ModelFileError
+    from esml.engine.serving import serve
+
     try:
         return serve(path, cfg, hot_swap=False)
     except (ModelFileError, ValueError) as e:
@@ -73,6 +96,10 @@ def _serve(path: Path, cfg: EsmlConfig) -> Served:
 
 
 def _show(result: SessionResult, out_dir: Path) -> Path:
+    from esml.engine.session import report_path
+    from esml.evaluation.metrics import metrics_table
+    from esml.evaluation.report import write_report
+
     label = " (SYNTHETIC)" if result.synthetic else ""
     console.print(metrics_table(result.metrics, f"{result.name}{label}"))
     funnel = Table(title="decision funnel", show_header=True)
@@ -118,16 +145,31 @@ def _show(result: SessionResult, out_dir: Path) -> Path:
 def backtest(
     data: Path = typer.Option(..., "--data", help="a Databento MBO file (.dbn or .dbn.zst)"),
     model: Path | None = typer.Option(None, help=MODEL_HELP),
+    strategy: str = typer.Option(
+        "model", help="'model' (the champion of --model) or a rule strategy: " + RULES
+    ),
     config: Path | None = typer.Option(None, help="esml TOML config"),
     out: Path = typer.Option(Path("runs/backtest"), help="journal and report folder"),
 ) -> None:
     """Replay a DBN file through the engine against the paper broker."""
+    from esml.engine.session import progress_bar, run_session
+    from esml.journal.sqlite import SQLiteJournal
+
     cfg = _config(config)
     ev = _events(data)
+    if strategy == "model":
+        trader = _serve(model or cfg.model.path, cfg).strategy
+    else:
+        from esml.alpha.rules import make_rule_strategy
+
+        try:
+            trader = make_rule_strategy(strategy, tick_size=cfg.instrument_spec.tick_size)
+        except ValueError as e:
+            console.print(f"[red]--strategy: {e}")
+            raise typer.Exit(2) from e
     out.mkdir(parents=True, exist_ok=True)
-    served = _serve(model or cfg.model.path, cfg)
     with progress_bar() as bar, SQLiteJournal(out / "journal.sqlite") as journal:
-        result = run_session(data.name, ev, cfg, served.strategy, journal, progress=bar)
+        result = run_session(data.name, ev, cfg, trader, journal, progress=bar)
     _show(result, out)
 
 
@@ -140,7 +182,12 @@ def demo(
     """The embedded default end to end: the shipped champion bundle (the ensemble of trees
     and nets) trades the real ES file and a SYNTHETIC ES morning through the live loop,
     the gates, the position manager and the paper exchange, into a SQLite journal."""
-    cfg = load_config()
+    from esml.alpha.ensemble_strategy import EnsembleStrategy
+    from esml.engine.session import progress_bar, run_session
+    from esml.journal.sqlite import SQLiteJournal
+    from esml.sim.queue_reactive import generate_day
+
+    cfg = _config(None)
     out.mkdir(parents=True, exist_ok=True)
     console.print(Panel.fit(
         "esml demo: the embedded default (market simulator + paper exchange + SQLite)\n"
@@ -169,6 +216,8 @@ def demo(
 
 
 def _describe_models(served: Served) -> None:
+    from esml.alpha.ensemble_strategy import EnsembleStrategy
+
     s = served.strategy
     if not isinstance(s, EnsembleStrategy):
         console.print(f"serving one model: {s.name}")
@@ -192,6 +241,14 @@ def ablate(
 ) -> None:
     """The same events through every configuration: the model with all gates and with the
     risk limits only, and each rule strategy; one table, one funnel, deterministic."""
+    from esml.engine.ablation import default_variants, run_ablation
+    from esml.engine.session import progress_bar
+    from esml.evaluation.ablation import html_section as ablation_html
+    from esml.evaluation.ablation import rich_tables as ablation_tables
+    from esml.evaluation.ablation import to_markdown as ablation_markdown
+    from esml.evaluation.report import PLOTLYJS_FILE, ensure_plotlyjs
+    from esml.sim.queue_reactive import generate_day
+
     cfg = _config(config)
     if synthetic_hours > 0:
         ev = generate_day(DEMO_REPLAY_SEED, ABLATE_SYNTHETIC_DAY, start="08:30",
@@ -211,7 +268,8 @@ def ablate(
     console.print(funnel)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.md").write_text(ablation_markdown(runs))
-    page = ablation_html(runs, include_plotlyjs=True)
+    page = ablation_html(runs, include_plotlyjs="directory")
+    ensure_plotlyjs(out / PLOTLYJS_FILE)  # once per folder, beside the pages that load it
     (out / "ablation.html").write_text(
         f"<!doctype html><meta charset='utf-8'><title>esml ablation: {name}</title>{page}"
     )

@@ -1,21 +1,22 @@
-"""`esml data`: put market data files into the Parquet store and say what it holds."""
+"""`esml data`: describe market data files, put them into the Parquet store, and say what
+it holds."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from esml.data.dbn import DataFileError
-from esml.data.store import info as store_info
-from esml.data.store import ingest as store_ingest
+if TYPE_CHECKING:
+    from esml.data.describe import Description
 
 app = typer.Typer(
-    help="Market data: ingest DBN (any GLBX.MDP3 schema) and CSV tick files into the "
-    "Parquet store, and summarise what it holds.",
+    help="Market data: describe files (DBN of any GLBX.MDP3 schema, LOBSTER, tick CSV), "
+    "ingest them into the Parquet store, and summarise what it holds.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -33,6 +34,9 @@ def ingest(
     ),
 ) -> None:
     """Add files to the store: all of them or, if one is bad, none."""
+    from esml.data.dbn import DataFileError
+    from esml.data.store import ingest as store_ingest
+
     try:
         results = store_ingest(store, paths, symbol=symbol)
     except DataFileError as e:
@@ -48,8 +52,67 @@ def ingest(
 
 
 @app.command()
-def info(store: Path = STORE_OPTION) -> None:
-    """Instruments, schemas, trading days, records and time range in the store."""
+def info(
+    paths: list[Path] = typer.Argument(
+        None, help="files to describe: DBN (any schema), LOBSTER, tick CSV, or a store folder"
+    ),
+    store: Path | None = typer.Option(
+        None, "--store", envvar="ESML_STORE", help="describe this store (without FILE)"
+    ),
+    symbol: str | None = typer.Option(
+        None, "--symbol", help="contract of CSV ticks whose file name does not say, e.g. ESU1"
+    ),
+) -> None:
+    """Schema, instruments, records, time range, trading days and gaps of each file; with
+    --store (and no FILE), what the store holds."""
+    if paths:
+        _describe_files(paths, symbol)
+    elif store is not None:
+        _describe_store(store)
+    else:
+        console.print("[red]give FILE... to describe, or --store STORE (or $ESML_STORE)")
+        raise typer.Exit(2)
+
+
+def _describe_files(paths: list[Path], symbol: str | None) -> None:
+    """One row per file; a file that cannot be read gets its error and exit status 2,
+    after the others are described."""
+    from esml.data.dbn import DataFileError
+    from esml.data.describe import describe
+
+    table = Table(title="market data files")
+    for col in ("file", "format", "schema", "instruments", "records", "first (UTC)",
+                "last (UTC)", "trading days", "gaps"):  # fmt: skip
+        table.add_column(col, justify="right" if col == "records" else "left")
+    failed, details = [], []
+    for path in paths:
+        try:
+            d = describe(path, symbol)
+        except (DataFileError, OSError) as e:
+            failed.append(str(e))
+            continue
+        label = " SYNTHETIC" if d.synthetic else ""
+        table.add_row(d.path.name, d.format + label, d.schema, _instruments(d.instruments),
+                      f"{d.records:,}", _utc(d.ts_min), _utc(d.ts_max), _days(d.trading_days),
+                      _gap_summary(d))  # fmt: skip
+        details += [f"{d.path.name}: gap of {_span(g.open_ns)} from {_utc(g.start_ns)} to "
+                    f"{_utc(g.end_ns)} UTC" for g in d.gaps]  # fmt: skip
+        if d.notes:
+            details.append(f"{d.path.name}: {'; '.join(d.notes)}")
+    if table.rows:
+        console.print(table)
+    for line in details:
+        console.print(line, highlight=False)
+    for e in failed:
+        console.print(f"[red]{e}[/red]", highlight=False)
+    if failed:
+        raise typer.Exit(2)
+
+
+def _describe_store(store: Path) -> None:
+    from esml.data.dbn import DataFileError
+    from esml.data.store import info as store_info
+
     try:
         summary = store_info(store)
     except DataFileError as e:
@@ -70,11 +133,35 @@ def info(store: Path = STORE_OPTION) -> None:
         raise typer.Exit(1)
 
 
+def _instruments(counts: tuple[tuple[str, int], ...], shown: int = 3) -> str:
+    if len(counts) == 1:
+        return counts[0][0]
+    text = ", ".join(f"{sym} {n:,}" for sym, n in counts[:shown])
+    return text + (f" (+{len(counts) - shown} more)" if len(counts) > shown else "")
+
+
+def _gap_summary(d: Description) -> str:
+    if d.records == 0:
+        return "-"
+    if d.gap_count == 0:
+        return f"none over {_span(d.gap_threshold_ns)}"
+    return f"{d.gap_count} over {_span(d.gap_threshold_ns)}, longest {_span(d.gaps[0].open_ns)}"
+
+
+def _span(ns: int) -> str:
+    s = ns // 1_000_000_000
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    return f"{s // 60} min" if s >= 60 else f"{s} s"
+
+
 def _days(dates: tuple[str, ...]) -> str:
     if len(dates) <= 1:
         return "".join(dates)
     return f"{dates[0]} .. {dates[-1]} ({len(dates)})"
 
 
-def _utc(ts_ns: int) -> str:
+def _utc(ts_ns: int | None) -> str:
+    if ts_ns is None:
+        return "-"
     return datetime.fromtimestamp(ts_ns // 1_000_000_000, UTC).strftime("%Y-%m-%d %H:%M:%S")

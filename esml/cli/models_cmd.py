@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import boto3
 import typer
-from boto3.exceptions import Boto3Error
-from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
-
-from esml.alpha.s3_models import promote as s3_promote
 
 app = typer.Typer(
     help="Model bundles: promote a verified bundle to champion in S3, where the tick "
@@ -35,6 +30,12 @@ def promote(
     ),
 ) -> None:
     """Upload the bundle, then make it the champion: engines see all of it or none."""
+    import boto3
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from esml.alpha.s3_models import promote as s3_promote
+
     try:
         name = s3_promote(boto3.client("s3"), bundle_dir, bucket, prefix)
     except ValueError as e:  # a bad name or prefix, or a bundle failing verification

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from esml.data.dbn import DataFileError, read_mbo, write_mbo_dbn
 from esml.market.calendar import is_trading_date
-from esml.market.events import ASK, BID, F_SNAPSHOT, TRADE
 from esml.market.instruments import PRICE_SCALE, instrument_for
-from esml.sim.qr_calibration import CalibrationError, calibrate
-from esml.sim.qr_params import DEFAULT_PARAMS_FILE, QRParams, QRParamsError, default_params
-from esml.sim.queue_reactive import generate_days
-from esml.sim.synthetic import SYNTHETIC_INSTRUMENT_ID
+
+if TYPE_CHECKING:  # numpy, numba and pydantic load when a command runs, not for --help
+    import numpy as np
+
+    from esml.sim.qr_params import QRParams
+
+SHIPPED_PARAMS = "the shipped es_qr_params.json"
 
 app = typer.Typer(
     help="The market simulator: SYNTHETIC ES MBO days from the queue-reactive generator "
@@ -35,10 +36,15 @@ def day_file(out: Path, day: date, seed: int) -> Path:
 
 
 def write_day(path: Path, events: np.ndarray, instrument: str) -> Path:
+    from esml.data.dbn import write_mbo_dbn
+    from esml.sim.synthetic import SYNTHETIC_INSTRUMENT_ID
+
     return write_mbo_dbn(path, events, symbols={f"{instrument}-SYNTHETIC": SYNTHETIC_INSTRUMENT_ID})
 
 
 def _params(path: Path | None) -> QRParams:
+    from esml.sim.qr_params import QRParams, QRParamsError, default_params
+
     try:
         return QRParams.load(path) if path else default_params()
     except QRParamsError as e:
@@ -63,10 +69,12 @@ def generate(
     ),
     out: Path = typer.Option(..., "--out", help="folder for one DBN file per day"),
     params: Path | None = typer.Option(
-        None, "--params", help=f"generator parameters (default: {DEFAULT_PARAMS_FILE.name})"
+        None, "--params", help=f"generator parameters (default: {SHIPPED_PARAMS})"
     ),
 ) -> None:
     """Write `days` SYNTHETIC CME trade dates of ES MBO events, one DBN file each."""
+    from esml.sim.queue_reactive import generate_days
+
     qr = _params(params)
     first = _start(start_date)
     if not is_trading_date(first):
@@ -93,6 +101,8 @@ def generate(
 
 def _glance(events: np.ndarray) -> tuple[str, str, str]:
     """Trades, the opening mid (from the snapshot) and the last trade price of a day."""
+    from esml.market.events import ASK, BID, F_SNAPSHOT, TRADE
+
     trades = events["price"][events["action"] == TRADE]
     snap = events[(events["flags"] & F_SNAPSHOT) != 0]
     bids, asks = snap["price"][snap["side"] == BID], snap["price"][snap["side"] == ASK]
@@ -104,10 +114,17 @@ def _glance(events: np.ndarray) -> tuple[str, str, str]:
 @app.command("calibrate")
 def calibrate_cmd(
     file: Path = typer.Argument(..., help="a real Databento MBO file (.dbn or .dbn.zst)"),
-    out: Path = typer.Option(DEFAULT_PARAMS_FILE, "--out", help="parameter file to write"),
+    out: Path | None = typer.Option(
+        None, "--out", help=f"parameter file to write (default: {SHIPPED_PARAMS})"
+    ),
     instrument: str = typer.Option("ES", "--instrument", help="root or contract, e.g. ESH4"),
 ) -> None:
     """Calibrate the queue-reactive generator from real MBO data and write its parameters."""
+    from esml.data.dbn import DataFileError, read_mbo
+    from esml.sim.qr_calibration import CalibrationError, calibrate
+    from esml.sim.qr_params import DEFAULT_PARAMS_FILE
+
+    out = out or DEFAULT_PARAMS_FILE
     try:
         tick = instrument_for(instrument).tick_fixed
         params = calibrate(read_mbo(file), tick, source=file.name, instrument=instrument)
@@ -168,6 +185,7 @@ def tradovate(
     import signal
     import threading
 
+    from esml.data.dbn import DataFileError
     from esml.sim.tradovate_api import TradovateSim
     from esml.sim.tradovate_market import ReplayMarket
 
@@ -207,6 +225,7 @@ def _replay_source(data: str, seed: int, day: str, hours: float) -> tuple[np.nda
     from esml.market.contracts import front_contract
 
     if data == "synthetic":
+        from esml.sim.qr_params import default_params
         from esml.sim.queue_reactive import generate_day
 
         when = date.fromisoformat(day)

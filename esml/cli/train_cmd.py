@@ -16,32 +16,16 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import esml
-from esml.alpha.manifest import write_atomic
-from esml.alpha.torch_train import TrainParams
-from esml.alpha.xgb import XGBParams
-from esml.config import FeatureConfig
-from esml.data.dbn import DataFileError
-from esml.evaluation.datasets import (
-    EvalDataset,
-    Skipped,
-    lobster_datasets,
-    real_es_dataset,
-    synthetic_es_dataset,
-)
-from esml.evaluation.model_eval import (
-    DatasetResult,
-    EvalSettings,
-    ModelBudget,
-    ReportContext,
-    evaluate_dataset,
-    render_markdown,
-)
+
+if TYPE_CHECKING:  # torch, xgboost and pandas load when a command runs, not for --help
+    from esml.evaluation.datasets import EvalDataset, Skipped
 
 console = Console(stderr=True, soft_wrap=True)
 train_app = typer.Typer(
@@ -109,6 +93,21 @@ def evaluate(
 ) -> None:
     """Walk-forward evaluation of every model, the ensemble and three baselines, with 95%
     intervals, written to docs/model-evaluation.md."""
+    from esml.alpha.manifest import write_atomic
+    from esml.alpha.torch_train import TrainParams
+    from esml.alpha.xgb import XGBParams
+    from esml.config import FeatureConfig
+    from esml.data.dbn import DataFileError
+    from esml.evaluation.datasets import Skipped
+    from esml.evaluation.model_eval import (
+        DatasetResult,
+        EvalSettings,
+        ModelBudget,
+        ReportContext,
+        evaluate_dataset,
+        render_markdown,
+    )
+
     started = time.perf_counter()
     unknown = sorted(set(only) - set(DATASETS))
     if unknown:
@@ -193,6 +192,13 @@ def _load(
     hours: float,
     progress: Progress,
 ) -> tuple[list[EvalDataset], list[Skipped]]:
+    from esml.evaluation.datasets import (
+        Skipped,
+        lobster_datasets,
+        real_es_dataset,
+        synthetic_es_dataset,
+    )
+
     task = progress.add_task("loading data sets", total=len(only))
     datasets: list[EvalDataset] = []
     skipped: list[Skipped] = []

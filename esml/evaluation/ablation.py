@@ -190,7 +190,7 @@ def to_markdown(runs: Sequence[RunResult]) -> str:
 
 
 def html_section(
-    runs: Sequence[RunResult], *, include_plotlyjs: bool | Literal["cdn"] = False
+    runs: Sequence[RunResult], *, include_plotlyjs: bool | Literal["cdn", "directory"] = False
 ) -> str:
     """An HTML fragment: both tables and a grouped bar chart of the funnel. plotly.js is
     left to the page (False) unless asked for (True inline, or "cdn")."""

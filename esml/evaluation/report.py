@@ -6,11 +6,12 @@ and its drawdown, P&L by hour and by session segment (by entry time: that is whe
 gates and budgets decided), the gate funnel and the trade table. The PNG is the page's
 headline (equity, drawdown, key metrics) for places that cannot show HTML.
 
-plotly.js is 4.8 MB. One report keeps it inline (`include_plotlyjs=True`, the default), so
-a single file opens anywhere offline. A run that writes many reports should pass "cdn"
-(a script tag pinned to the installed plotly.js version, with its integrity hash; needs
-internet to view) or "directory" (one plotly.min.js beside the reports, shared by all of
-them; offline). The page loads plotly.js once whatever the number of charts on it.
+plotly.js is 4.8 MB. By default ("directory") it is written once per folder of reports, as
+plotly.min.js beside them, and each page loads it from there: a report stays small (tens
+of kB) and still opens offline; copy the folder, not one file. `include_plotlyjs=True`
+keeps it inline (one self-contained file); "cdn" is a script tag pinned to the installed
+plotly.js version (needs internet to view). The page loads plotly.js once whatever the
+number of charts on it.
 """
 
 from __future__ import annotations
@@ -282,7 +283,7 @@ def write_report(
     notes: Sequence[str] = (),
     levels: Sequence[TradeLevels] = (),
     funnel: Sequence[tuple[str, int]] = (),
-    include_plotlyjs: PlotlyJs = True,
+    include_plotlyjs: PlotlyJs = "directory",
     summary_png: bool = True,
 ) -> Path:
     """Writes the HTML report (and, unless told not to, its PNG summary beside it with the
@@ -325,7 +326,7 @@ def write_report(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     if include_plotlyjs == "directory":
-        _ensure_plotlyjs(out.parent / PLOTLYJS_FILE)
+        ensure_plotlyjs(out.parent / PLOTLYJS_FILE)
     if png is not None:
         _write_atomic(summary_png_path(out), png)
     _write_atomic(out, page.encode("utf-8"))
@@ -423,7 +424,7 @@ def _write_atomic(out: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _ensure_plotlyjs(path: Path) -> None:
+def ensure_plotlyjs(path: Path) -> None:
     """The shared plotly.js of "directory" reports, rewritten only when the installed
     plotly carries another version, so reports beside it always match their library."""
     js = get_plotlyjs().encode("utf-8")

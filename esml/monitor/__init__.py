@@ -1,0 +1,1 @@
+"""`esml monitor`: a local web page that follows an engine through its journal."""
