@@ -3,10 +3,11 @@ replays the real ES file (md socket in, REST orders out, fills back on the user 
 
 Measured per entry, with the risk step and without it:
 
-* event in -> order sent: from the moment the md chunk holding the decision's last event
-  reaches the engine to the moment the entry request leaves for the broker (features,
-  strategy, gates, the position manager, the journal, and the shared-risk reservation
-  when it runs);
+* event in -> order sent: from the moment the compiled loop stops at the event that makes
+  a decision due (in a live feed's small chunks, when that event arrives; a replay this
+  fast hands several decisions' events at once, so the chunk's arrival is not it) to the
+  moment the entry request leaves for the broker: the broker's news, features, strategy,
+  gates, the position manager, the journal, and the shared-risk reservation when it runs;
 * order sent -> fill event: from that moment to the engine taking the entry's fill from
   the broker's news (the user socket, read at every decision point and every 0.1 s).
 
@@ -65,13 +66,13 @@ TABLES = {"orders": "client_id", "fills": "fill_id", "risk": "account"}
 
 
 class _Clocked(Engine):
-    """The engine, noting when each chunk of events reaches it."""
+    """The engine, noting when each decision falls due."""
 
-    chunk_in = 0.0
+    decision_in = 0.0
 
-    def on_events(self, ev: np.ndarray) -> None:
-        self.chunk_in = time.perf_counter()
-        super().on_events(ev)
+    def _decide(self, ts: int) -> None:
+        self.decision_in = time.perf_counter()
+        super()._decide(ts)
 
 
 class _Timing:
@@ -88,7 +89,7 @@ class _Timing:
     def place(self, intent: OrderIntent, reference_price: float | None = None) -> Any:
         now = time.perf_counter()
         assert self.engine is not None
-        self.event_to_sent.append((now - self.engine.chunk_in) * 1e3)
+        self.event_to_sent.append((now - self.engine.decision_in) * 1e3)
         self.sent[intent.client_id] = now
         return self.broker.place(intent, reference_price=reference_price)
 

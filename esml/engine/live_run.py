@@ -266,13 +266,15 @@ async def run(
 
 async def close_out(engine: Engine, reason: str, timeout_s: float = 10.0) -> None:
     """Close everything: at once on the paper exchange; with a remote broker, flatten and
-    read its news until it holds nothing (its fills arrive on their own time)."""
+    read its news until it holds nothing and the journal has every order's end (its fills
+    and cancels arrive on their own time)."""
     engine.finish(engine.last_event_ns, reason)
     if engine.paper is not None:
         return
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout_s
-    while engine.exposed() and loop.time() < end:
+    while (engine.exposed() or engine.manager.tracker.live()) and loop.time() < end:
         await asyncio.sleep(0.1)
         engine.poll()
-        engine.flatten(engine.last_event_ns, reason)
+        if engine.exposed():
+            engine.flatten(engine.last_event_ns, reason)
