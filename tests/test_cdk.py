@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO_ROOT / "cdk"))
 
 from esml_cdk import build  # noqa: E402
 from esml_cdk.bundling import ensure_layer_packages, layer_cache_key  # noqa: E402
-from esml_cdk.metric_names import EMITTERS, NAMESPACE  # noqa: E402
+from esml_cdk.metric_names import DAILY_LOSS_GATE, EMITTERS, NAMESPACE  # noqa: E402
 from esml_cdk.retraining_flow import JOB_METRICS, FlowTargets, retraining_definition  # noqa: E402
 from esml_cdk.settings import ALARM_EMAIL_PLACEHOLDER, Settings, SettingsError  # noqa: E402
 from esml_cdk.stack import EsmlStack  # noqa: E402
@@ -152,6 +152,11 @@ def actions(statement: dict[str, Any]) -> list[str]:
     return [action] if isinstance(action, str) else action
 
 
+def resources(statement: dict[str, Any]) -> list[Any]:
+    resource = statement["Resource"]
+    return resource if isinstance(resource, list) else [resource]
+
+
 def granted(s: Synth, role_id: str, prefix: str) -> set[str]:
     """Logical ids the role may act on with actions starting with `prefix`."""
     return {
@@ -160,6 +165,20 @@ def granted(s: Synth, role_id: str, prefix: str) -> set[str]:
         if statement["Effect"] == "Allow" and any(a.startswith(prefix) for a in actions(statement))
         for target in refs(statement["Resource"])
     }
+
+
+def table_actions(s: Synth, role_id: str) -> dict[str, set[str]]:
+    """Logical id -> the dynamodb actions the role is allowed on it (merged statements
+    split apart, CloudFormation pseudo references left out)."""
+    allowed: dict[str, set[str]] = {}
+    for statement in statements_of(s, role_id):
+        dynamo = {a for a in actions(statement) if a.startswith("dynamodb:")}
+        if statement["Effect"] != "Allow" or not dynamo:
+            continue
+        for target in refs(statement["Resource"]):
+            if not target.startswith("AWS::"):
+                allowed.setdefault(target, set()).update(dynamo)
+    return allowed
 
 
 def role_of_function(s: Synth, function_id: str) -> str:
@@ -311,18 +330,22 @@ def test_functions_carry_the_contracted_environment(synth: Synth) -> None:
             "SECRET_ARN": {"Ref": s.logical_id(f.passphrase_secret)},
             "IDEMPOTENCY_TABLE": {"Ref": s.logical_id(d.idempotency)},
             "RISK_FUNCTION_NAME": {"Ref": s.logical_id(f.risk)},
+            "ALERT_MAX_AGE_S": "60",
+            "ALERT_MAX_SKEW_S": "5",
             "POWERTOOLS_SERVICE_NAME": "esml-webhook",
             "POWERTOOLS_METRICS_NAMESPACE": "esml",
         },
         f.risk: {
             "RISK_STATE_TABLE": {"Ref": s.logical_id(d.risk_state)},
             "ROUTER_FUNCTION_NAME": {"Ref": s.logical_id(f.router)},
+            "ALERT_MIN_CONFIDENCE": "0.87",
             "POWERTOOLS_SERVICE_NAME": "esml-risk",
             "POWERTOOLS_METRICS_NAMESPACE": "esml",
         },
         f.router: {
             "ORDERS_TABLE": {"Ref": s.logical_id(d.orders)},
             "FILLS_TABLE": {"Ref": s.logical_id(d.fills)},
+            "RISK_STATE_TABLE": {"Ref": s.logical_id(d.risk_state)},
             "TRADOVATE_SECRET_ARN": {"Ref": s.logical_id(f.tradovate_secret)},
             "POWERTOOLS_SERVICE_NAME": "esml-router",
             "POWERTOOLS_METRICS_NAMESPACE": "esml",
@@ -365,11 +388,51 @@ def test_each_function_may_touch_only_its_own_resources(synth: Synth) -> None:
 
     assert granted(s, webhook_role, "dynamodb:") == {s.logical_id(d.idempotency)}
     assert granted(s, risk_role, "dynamodb:") == {s.logical_id(d.risk_state)}
-    assert granted(s, router_role, "dynamodb:") == {s.logical_id(d.orders), s.logical_id(d.fills)}
+    # The router: claims and updates orders; reads which fills it has and writes each new
+    # fill's row with the account item (one TransactWriteItems: PutItem on each table).
+    assert table_actions(s, router_role) == {
+        s.logical_id(d.orders): {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+        s.logical_id(d.fills): {"dynamodb:BatchGetItem", "dynamodb:PutItem"},
+        s.logical_id(d.risk_state): {"dynamodb:GetItem", "dynamodb:PutItem"},
+    }
 
     assert granted(s, webhook_role, "secretsmanager:") == {s.logical_id(f.passphrase_secret)}
     assert granted(s, risk_role, "secretsmanager:") == set()
     assert granted(s, router_role, "secretsmanager:") == {s.logical_id(f.tradovate_secret)}
+
+
+def test_router_stops_before_risk_gives_up_and_before_its_reservations_are_released(
+    synth: Synth,
+) -> None:
+    """Risk reads the router's answer for 60 s (lambdas/risk/handler.py); a sync leaves a
+    reservation alone for IN_FLIGHT_S after it was made: a router must be over by then."""
+    from esml.decision.broker_sync import IN_FLIGHT_S
+
+    f = synth.stack.functions
+    timeout = {fn: synth.resources[synth.logical_id(fn)]["Properties"]["Timeout"]
+               for fn in (f.webhook, f.risk, f.router)}  # fmt: skip
+    assert timeout[f.router] < 60 and timeout[f.router] < IN_FLIGHT_S
+    assert timeout[f.router] < timeout[f.risk] < timeout[f.webhook] < 29  # API Gateway's limit
+
+
+def test_router_syncs_the_account_every_minute(synth: Synth) -> None:
+    from lambdas.messages import SyncRequest
+
+    router_id = synth.logical_id(synth.stack.functions.router)
+    rule_id = synth.logical_id(synth.stack.functions.sync_schedule)
+    rule = synth.resources[rule_id]["Properties"]
+    assert rule["ScheduleExpression"] == "rate(1 minute)"
+    assert rule["State"] == "ENABLED"
+    (target,) = rule["Targets"]
+    assert refs(target["Arn"]) == {router_id}
+    assert json.loads(target["Input"]) == {"op": "sync"}
+    assert SyncRequest.model_validate(json.loads(target["Input"])).op == "sync"
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 0
+    permissions = synth.template.find_resources(
+        "AWS::Lambda::Permission", {"Properties": {"Principal": "events.amazonaws.com"}}
+    ).values()
+    (permission,) = [p for p in permissions if refs(p["Properties"]["FunctionName"]) == {router_id}]
+    assert refs(permission["Properties"]["SourceArn"]) == {rule_id}
 
 
 def test_function_assets_hold_handler_esml_and_lambdas_without_caches(synth: Synth) -> None:
@@ -506,35 +569,44 @@ def test_tick_engine_image_is_built_from_its_dockerfile(synth: Synth) -> None:
     assert image["dockerFile"] == "containers/tick_engine/Dockerfile"
     assert image["platform"] == "linux/amd64"
     d, f = synth.stack.data, synth.stack.functions
-    assert {e["Name"]: e["Value"] for e in container["Environment"]} == {
+    environment = {e["Name"]: e["Value"] for e in container["Environment"]}
+    # The resources it reaches (it reserves on the shared account in process: no risk
+    # function), and the prefixes and metrics namespace the rest of the stack agrees on.
+    assert {k: v for k, v in environment.items() if isinstance(v, dict)} == {
         "ORDERS_TABLE": {"Ref": synth.logical_id(d.orders)},
         "FILLS_TABLE": {"Ref": synth.logical_id(d.fills)},
         "RISK_STATE_TABLE": {"Ref": synth.logical_id(d.risk_state)},
         "MODEL_BUCKET": {"Ref": synth.logical_id(d.model_bucket)},
-        "MODEL_PREFIX": "models/",
-        "RISK_FUNCTION_NAME": {"Ref": synth.logical_id(f.risk)},
         "TRADOVATE_SECRET_ARN": {"Ref": synth.logical_id(f.tradovate_secret)},
     }
+    assert environment["MODEL_PREFIX"] == "models/" and environment["DATA_PREFIX"] == "data/"
+    assert environment["ESML_METRICS_NAMESPACE"] == NAMESPACE
     log_group = synth.resources[container["LogConfiguration"]["Options"]["awslogs-group"]["Ref"]]
     assert log_group["Properties"]["RetentionInDays"] > 0
 
 
-def test_tick_engine_task_role_reaches_risk_models_and_tables_only(synth: Synth) -> None:
+def test_tick_engine_task_role_reaches_models_captures_and_tables_only(synth: Synth) -> None:
     task_id = synth.resources[synth.logical_id(synth.stack.trading.service)]["Properties"][
         "TaskDefinition"
     ]["Ref"]
     role = synth.resources[task_id]["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
-    s, d, f = synth, synth.stack.data, synth.stack.functions
-    assert granted(s, role, "lambda:InvokeFunction") == {s.logical_id(f.risk)}
+    s, d = synth, synth.stack.data
+    assert granted(s, role, "lambda:") == set()
     assert granted(s, role, "dynamodb:") == {
         s.logical_id(d.orders), s.logical_id(d.fills), s.logical_id(d.risk_state)
     }  # fmt: skip
     s3_statements = [st for st in statements_of(s, role) if actions(st)[0].startswith("s3:")]
-    assert all(
-        not a.startswith(("s3:Put", "s3:Delete")) for st in s3_statements for a in actions(st)
-    )
-    objects = {join_literal(r) for st in s3_statements for r in st["Resource"]}
-    assert f"<{s.logical_id(d.model_bucket)}>/models/*" in objects
+    bucket = f"<{s.logical_id(d.model_bucket)}>"
+    writes = {
+        join_literal(r)
+        for st in s3_statements
+        if any(a.startswith(("s3:Put", "s3:Delete", "s3:Abort")) for a in actions(st))
+        for r in resources(st)
+    }
+    assert writes == {f"{bucket}/data/live/*"}  # the captured market data, nothing else
+    assert not any(a.startswith("s3:Delete") for st in s3_statements for a in actions(st))
+    objects = {join_literal(r) for st in s3_statements for r in resources(st)}
+    assert f"{bucket}/models/*" in objects
 
 
 # ---------------------------------------------------------------- retraining
@@ -785,6 +857,7 @@ def test_alarms_watch_esml_metrics_by_the_agreed_names_and_services(synth: Synth
         (f"outcome={o}", "service=esml-retraining")
         for o in ("training_failed", "evaluation_failed", "promotion_failed")
     }
+    assert watched["ProposalRejected"] == {("gate=daily_loss", "service=esml-risk")}
     assert watched["DriftLogLossExcess"] == {("service=esml-drift",)}
     assert watched["DriftCalibrationError"] == {("service=esml-drift",)}
     drift = synth.resources[synth.logical_id(synth.stack.monitoring.drift_alarm)]["Properties"]
@@ -792,6 +865,26 @@ def test_alarms_watch_esml_metrics_by_the_agreed_names_and_services(synth: Synth
     settings = synth.stack.settings
     assert f"excess > {settings.drift_max_log_loss_excess}" in expression
     assert f"calibration > {settings.drift_max_calibration_error}" in expression
+
+
+def test_daily_loss_alarm_names_the_risk_gate() -> None:
+    from esml.decision.gates import DailyLossGate
+
+    assert DailyLossGate(1.0).name == DAILY_LOSS_GATE
+
+
+def test_tick_engine_alarms_reach_the_topic_and_the_dashboard(synth: Synth) -> None:
+    """The engine's alarms (defined with its service) watch what esml.engine.emf emits."""
+    from esml.engine.emf import COUNTS, UNITS
+
+    topic = {"Ref": synth.logical_id(synth.stack.monitoring.topic)}
+    engine_alarms = synth.stack.trading.alarms
+    assert engine_alarms
+    for alarm in engine_alarms.values():
+        props = synth.resources[synth.logical_id(alarm)]["Properties"]
+        assert props["AlarmActions"] == [topic] and props["OKActions"] == [topic]
+        assert props["MetricName"] in (*COUNTS, *UNITS, "PositionMismatch")
+        assert {d["Name"] for d in props["Dimensions"]} == {"Service", "Instrument"}
 
 
 def test_alarms_reach_the_required_email_subscriber(synth: Synth) -> None:
@@ -824,7 +917,8 @@ def test_dashboard_shows_every_alarm_and_function(synth: Synth) -> None:
     f = synth.stack.functions
     for construct in (f.webhook, f.risk, f.router, synth.stack.retraining.state_machine):
         assert f"<{synth.logical_id(construct)}>" in graphed
-    for name in (*EMITTERS, "RetrainingRun", "DriftLogLossExcess", "DriftHitRate"):
+    names = (*EMITTERS, "ProposalRejected", "RetrainingRun", "DriftLogLossExcess", "DataAge")
+    for name in (*names, "DriftHitRate"):
         assert f'"{name}"' in graphed, name
 
 
@@ -931,6 +1025,22 @@ def test_settings_prefer_explicit_context_then_credentials_then_offline() -> Non
     # A region alone (no credentials) must not be paired with the placeholder account.
     offline = Settings.from_context(context_of(OFFLINE), {"CDK_DEFAULT_REGION": "eu-central-1"})
     assert (offline.account, offline.region, offline.offline) == ("123456789012", "us-east-1", True)
+
+
+def test_alert_settings_are_read_and_checked() -> None:
+    defaults = Settings.from_context(context_of(OFFLINE), {})
+    assert (defaults.alert_max_age_s, defaults.alert_max_skew_s) == (60.0, 5.0)
+    assert defaults.alert_min_confidence == 0.87
+    chosen = Settings.from_context(
+        context_of({**OFFLINE, "esml:alertMaxAgeS": "30", "esml:alertMaxSkewS": 2,
+                    "esml:alertMinConfidence": "0.9"}), {}
+    )  # fmt: skip
+    assert (chosen.alert_max_age_s, chosen.alert_max_skew_s) == (30.0, 2.0)
+    assert chosen.alert_min_confidence == 0.9
+    for key, value in (("esml:alertMinConfidence", 1.5), ("esml:alertMaxAgeS", 0),
+                       ("esml:alertMaxSkewS", "soon")):  # fmt: skip
+        with pytest.raises(SettingsError, match=re.escape(key)):
+            Settings.from_context(context_of({**OFFLINE, key: value}), {})
 
 
 def test_offline_placeholder_has_cached_availability_zones() -> None:

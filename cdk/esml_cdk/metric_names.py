@@ -9,14 +9,18 @@ dimension, `outcome` (one of RETRAINING_OUTCOMES).
 
 | metric | unit | emitted by (service) | alarm |
 | --- | --- | --- | --- |
-| BrokerError | Count | esml-router, esml-tick-engine | >= 1 in 5 min |
-| OrderRejected | Count | esml-router, esml-tick-engine | >= 1 in 5 min |
-| AlertUnauthorized | Count | esml-webhook | >= 3 in 5 min |
-| MarketDataStale | Count | esml-tick-engine | >= 1 in 5 min |
-| DailyLossBreached | Count | esml-risk, esml-tick-engine | >= 1 in 5 min |
+| OrderOutcomeUnknown | Count | esml-router (the broker's answer was lost) | >= 1 in 5 min |
+| OrderRejected | Count | esml-router | >= 1 in 5 min |
+| Alert401 | Count | esml-webhook (a missing or wrong passphrase) | >= 3 in 5 min |
+| WebhookMisconfigured | Count | esml-webhook (its secret or settings unusable) | >= 1 in 5 min |
+| ProposalRejected | Count | esml-risk, second dimension gate=daily_loss | >= 1 in 5 min |
 | RetrainingRun | Count | esml-retraining (outcome=...) | failed outcomes >= 1 |
 | DriftLogLossExcess, DriftCalibrationError | None | esml-drift | either over its threshold |
 | DriftHitRate, DriftLogLoss, DriftSignals | None, Count | esml-drift | (dashboard) |
+
+The tick engine's EMF metrics (`esml.engine.emf`: DataAge, BrokerErrors, PositionMismatch,
+RealizedPnL...) carry two other dimensions, `Service=tick-engine` and `Instrument`; their
+alarms are defined next to the service (`trading_service.py`) and routed to the same topic.
 """
 
 from __future__ import annotations
@@ -28,15 +32,18 @@ OUTCOME_DIMENSION = "outcome"
 WEBHOOK_SERVICE = "esml-webhook"
 RISK_SERVICE = "esml-risk"
 ROUTER_SERVICE = "esml-router"
-TICK_ENGINE_SERVICE = "esml-tick-engine"
 RETRAINING_SERVICE = "esml-retraining"
 DRIFT_SERVICE = "esml-drift"
 
-BROKER_ERROR = "BrokerError"
+ORDER_OUTCOME_UNKNOWN = "OrderOutcomeUnknown"
 ORDER_REJECTED = "OrderRejected"
-ALERT_UNAUTHORIZED = "AlertUnauthorized"
-MARKET_DATA_STALE = "MarketDataStale"
-DAILY_LOSS_BREACHED = "DailyLossBreached"
+ALERT_UNAUTHORIZED = "Alert401"
+"""The webhook counts each refusal as `Alert<HTTP status>`; 401 is a wrong passphrase."""
+WEBHOOK_MISCONFIGURED = "WebhookMisconfigured"
+PROPOSAL_REJECTED = "ProposalRejected"
+GATE_DIMENSION = "gate"
+DAILY_LOSS_GATE = "daily_loss"
+"""`esml.decision.gates.DailyLossGate.name`: risk counts each refusal by its gate."""
 RETRAINING_RUN = "RetrainingRun"
 
 DRIFT_SIGNALS = "DriftSignals"
@@ -57,10 +64,10 @@ RETRAINING_OUTCOMES = (
 FAILED_OUTCOMES = ("training_failed", "evaluation_failed", "promotion_failed")
 
 EMITTERS: dict[str, tuple[str, ...]] = {
-    BROKER_ERROR: (ROUTER_SERVICE, TICK_ENGINE_SERVICE),
-    ORDER_REJECTED: (ROUTER_SERVICE, TICK_ENGINE_SERVICE),
+    ORDER_OUTCOME_UNKNOWN: (ROUTER_SERVICE,),
+    ORDER_REJECTED: (ROUTER_SERVICE,),
     ALERT_UNAUTHORIZED: (WEBHOOK_SERVICE,),
-    MARKET_DATA_STALE: (TICK_ENGINE_SERVICE,),
-    DAILY_LOSS_BREACHED: (RISK_SERVICE, TICK_ENGINE_SERVICE),
+    WEBHOOK_MISCONFIGURED: (WEBHOOK_SERVICE,),
 }
-"""Which services emit each trading metric; its alarm sums them all."""
+"""Which services emit each order-path metric (dimension `service` only); its alarm sums
+them all."""

@@ -4,8 +4,10 @@ whose e-mail subscriber is required at deploy (esml:alarmEmail).
 Alarms fire on the first error: the order path handles a few alerts a day, so a single
 failed alert or a stopped tick engine is already an incident, not noise. esml's own
 metrics (names and dimensions: cdk/esml_cdk/metric_names.py) are watched as well as
-AWS's: broker errors, rejected orders, unauthorised alerts, stale market data, the daily
-loss limit, failed retraining runs and model drift.
+AWS's: orders whose outcome is unknown, rejected orders, unauthorised alerts, a webhook
+that cannot read its secret, the daily loss limit, failed retraining runs and model
+drift; the tick engine's own alarms (stale data, broker errors, position mismatch, daily
+loss: trading_service.py) reach the same topic and dashboard.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Monitoring(Construct):
         api: apigw.RestApi,
         functions: Mapping[str, lambda_.Function],
         service: ecs.FargateService,
+        service_alarms: Mapping[str, cloudwatch.Alarm],
         state_machine: sfn.StateMachine,
         drift: Drift,
         drift_max_log_loss_excess: float,
@@ -85,16 +88,30 @@ class Monitoring(Construct):
             period=Duration.hours(1),
         )
         trading_alarms = [
-            self._alarm(f"{name}Alarm", metric, description, threshold=threshold)
+            self._alarm(f"{name}Alarm", trading[name], description, threshold=threshold)
             for name, description, threshold in (
-                (names.BROKER_ERROR, "the broker answered with an error", 1),
+                (names.ORDER_OUTCOME_UNKNOWN, "an order's outcome is unknown: the broker's "
+                 "answer was lost; its reservation holds until a sync finds it", 1),
                 (names.ORDER_REJECTED, "the broker rejected an order", 1),
                 (names.ALERT_UNAUTHORIZED, "alerts with a wrong passphrase (3 in 5 min)", 3),
-                (names.MARKET_DATA_STALE, "the tick engine's market data went stale", 1),
-                (names.DAILY_LOSS_BREACHED, "the daily loss limit was reached", 1),
+                (names.WEBHOOK_MISCONFIGURED, "the webhook cannot read its passphrase secret "
+                 "or its settings: every alert is refused with 500", 1),
             )
-            for metric in (trading[name],)
-        ]
+        ]  # fmt: skip
+        daily_loss = esml_metric(
+            names.PROPOSAL_REJECTED,
+            names.RISK_SERVICE,
+            extra={names.GATE_DIMENSION: names.DAILY_LOSS_GATE},
+        )
+        trading_alarms.append(
+            self._alarm(
+                "DailyLossAlarm",
+                daily_loss,
+                "an alert was refused: the account's daily loss limit is reached",
+            )
+        )
+        for alarm in service_alarms.values():
+            self._notify(alarm)
         excess = drift.metric(names.DRIFT_LOG_LOSS_EXCESS)
         calibration = drift.metric(names.DRIFT_CALIBRATION_ERROR)
         self.drift_alarm = self._alarm(
@@ -112,6 +129,7 @@ class Monitoring(Construct):
         )
         self.alarms: list[cloudwatch.Alarm] = [
             *trading_alarms,
+            *service_alarms.values(),
             self._alarm("RetrainingRunFailed", failed_runs, "a retraining run failed a step"),
             self.drift_alarm,
             self._alarm(
@@ -189,7 +207,12 @@ class Monitoring(Construct):
             ),
         )
         self.dashboard.add_widgets(
-            cloudwatch.GraphWidget(title="Tick engine tasks", left=[running_tasks], width=12),
+            cloudwatch.GraphWidget(
+                title="Tick engine tasks (left) and its alarms' metrics (right)",
+                left=[running_tasks],
+                right=[alarm.metric for alarm in service_alarms.values()],
+                width=12,
+            ),
             cloudwatch.GraphWidget(
                 title="Tick engine CPU and memory (%)",
                 left=[
@@ -201,8 +224,8 @@ class Monitoring(Construct):
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
-                title="esml trading events (5 min sums)",
-                left=list(trading.values()),
+                title="esml order path events (5 min sums)",
+                left=[*trading.values(), daily_loss],
                 width=12,
             ),
             cloudwatch.GraphWidget(
@@ -253,9 +276,13 @@ class Monitoring(Construct):
             datapoints_to_alarm=evaluation_periods,
             treat_missing_data=missing,
         )
+        self._notify(alarm)
+        return alarm
+
+    def _notify(self, alarm: cloudwatch.Alarm) -> None:
+        """The topic hears the alarm go off and come back."""
         alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
         alarm.add_ok_action(cw_actions.SnsAction(self.topic))
-        return alarm
 
 
 def esml_metric_sum(name: str, services: Sequence[str]) -> cloudwatch.IMetric:

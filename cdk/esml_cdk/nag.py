@@ -49,11 +49,7 @@ def acknowledge_stack_findings(stack: cdk.Stack) -> None:
     """Findings on constructs defined elsewhere (the order path's grants, the tick engine's
     task, owned by its own module), acknowledged here with the reason for each."""
     functions, trading, data = stack.functions, stack.trading, stack.data  # type: ignore[attr-defined]
-    for caller, callee in (
-        (functions.webhook, functions.risk),
-        (functions.risk, functions.router),
-        (trading.service.task_definition.task_role, functions.risk),
-    ):
+    for caller, callee in ((functions.webhook, functions.risk), (functions.risk, functions.router)):
         acknowledge(
             caller,
             "AwsSolutions-IAM5",
@@ -96,4 +92,18 @@ def acknowledge_stack_findings(stack: cdk.Stack) -> None:
         "AwsSolutions-IAM5",
         f"Resource::<{logical_id(data.model_bucket)}.Arn>/models/*",
         "the champion bundles and pointer, read-only",
+    )
+    acknowledge(
+        task.task_role,
+        "AwsSolutions-IAM5",
+        "Action::s3:Abort*",
+        "bucket.grantPut on the captured market data: s3:AbortMultipartUpload of an hourly "
+        "file's interrupted upload, nothing else",
+    )
+    acknowledge(
+        task.task_role,
+        "AwsSolutions-IAM5",
+        f"Resource::<{logical_id(data.model_bucket)}.Arn>/data/live/*",
+        "write-only (bucket.grantPut) under data/live/: the hourly files of market data the "
+        "engine received, for retraining; the champion under models/ stays read-only",
     )

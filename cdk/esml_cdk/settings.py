@@ -52,6 +52,12 @@ class Settings:
     drift_max_log_loss_excess: float = 0.05
     """Drift alarm: the rolling live log loss exceeds the champion's held-out one by this."""
     drift_max_calibration_error: float = 0.10
+    alert_max_age_s: float = 60.0
+    """The webhook refuses an alert whose `time` is older than this (ALERT_MAX_AGE_S)."""
+    alert_max_skew_s: float = 5.0
+    """... or further ahead of the server's clock than this (ALERT_MAX_SKEW_S)."""
+    alert_min_confidence: float = 0.87
+    """Risk refuses an alert whose `confidence` is below this (ALERT_MIN_CONFIDENCE)."""
 
     @classmethod
     def from_context(cls, context: ContextLookup, environ: Mapping[str, str]) -> Settings:
@@ -86,6 +92,15 @@ class Settings:
                 cls.drift_max_calibration_error,
                 low=0.0,
                 high=1.0,
+            ),
+            alert_max_age_s=_number(
+                context, "esml:alertMaxAgeS", cls.alert_max_age_s, low=1.0, high=3600.0
+            ),
+            alert_max_skew_s=_number(
+                context, "esml:alertMaxSkewS", cls.alert_max_skew_s, low=0.0, high=60.0
+            ),
+            alert_min_confidence=_number(
+                context, "esml:alertMinConfidence", cls.alert_min_confidence, low=0.0, high=1.0
             ),
         )
 

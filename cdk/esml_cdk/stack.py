@@ -42,8 +42,7 @@ class EsmlStack(Stack):
             "OrderPath",
             repo_root=repo_root,
             data=self.data,
-            esml_config_json=settings.esml_config_json,
-            tradovate_base_url=settings.tradovate_base_url,
+            settings=settings,
         )
         self.webhook_api = WebhookApi(self, "WebhookApi", webhook=self.functions.webhook)
         self.trading = TradingService(
@@ -93,6 +92,7 @@ class EsmlStack(Stack):
                 "Router": self.functions.router,
             },
             service=self.trading.service,
+            service_alarms=self.trading.alarms,
             state_machine=self.retraining.state_machine,
             drift=self.drift,
             drift_max_log_loss_excess=settings.drift_max_log_loss_excess,
