@@ -435,6 +435,38 @@ def test_router_syncs_the_account_every_minute(synth: Synth) -> None:
     assert refs(permission["Properties"]["SourceArn"]) == {rule_id}
 
 
+def test_chosen_settings_reach_the_functions_and_one_config_reaches_risk_and_router(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """esml:esmlConfig and the alert keys, as a deploy with them set would synthesise them
+    (the order path alone, in a stack of its own)."""
+    from esml_cdk.data import DataStore
+    from esml_cdk.order_functions import OrderFunctions
+
+    monkeypatch.setenv("CDK_DOCKER", "/bin/false")
+    context = {**OFFLINE, "esml:esmlConfig": {"risk": {"max_position": 2}},
+               "esml:alertMaxAgeS": 30, "esml:alertMaxSkewS": "2.5",
+               "esml:alertMinConfidence": 0.9}  # fmt: skip
+    settings = Settings.from_context(context_of(context), {})
+    app = cdk.App(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Probe", env=cdk.Environment(account=settings.account,
+                                                         region=settings.region))  # fmt: skip
+    f = OrderFunctions(
+        stack, "OrderPath", repo_root=REPO_ROOT, data=DataStore(stack, "Data"), settings=settings
+    )
+    resources = Template.from_stack(stack).to_json()["Resources"]
+
+    def env(fn: Any) -> dict[str, Any]:
+        logical_id = stack.get_logical_id(fn.node.default_child)
+        return resources[logical_id]["Properties"]["Environment"]["Variables"]
+
+    config = '{"risk":{"max_position":2}}'
+    assert env(f.risk)["ESML_CONFIG"] == env(f.router)["ESML_CONFIG"] == config
+    assert "ESML_CONFIG" not in env(f.webhook)
+    assert (env(f.webhook)["ALERT_MAX_AGE_S"], env(f.webhook)["ALERT_MAX_SKEW_S"]) == ("30", "2.5")
+    assert env(f.risk)["ALERT_MIN_CONFIDENCE"] == "0.9"
+
+
 def test_function_assets_hold_handler_esml_and_lambdas_without_caches(synth: Synth) -> None:
     for folder, function in [("webhook", synth.stack.functions.webhook),
                              ("risk", synth.stack.functions.risk),
