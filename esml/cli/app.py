@@ -12,7 +12,7 @@ from rich.table import Table
 
 from esml.alpha.ensemble_strategy import EnsembleStrategy
 from esml.alpha.manifest import ModelFileError
-from esml.cli import data_cmd, models_cmd, sim_cmd, train_cmd
+from esml.cli import bars_cmd, data_cmd, models_cmd, sim_cmd, train_cmd
 from esml.config import ConfigError, EsmlConfig, load_config
 from esml.data.dbn import DataFileError, main_instrument, read_mbo
 from esml.engine.ablation import default_variants, run_ablation
@@ -28,6 +28,7 @@ from esml.sim.queue_reactive import generate_day
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(bars_cmd.app, name="bars")
 app.add_typer(sim_cmd.app, name="sim")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(train_cmd.train_app, name="train")
