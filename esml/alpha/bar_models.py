@@ -25,6 +25,7 @@ from rich.progress import Progress
 
 import esml.alpha.bar_transformer  # noqa: F401  (registers "bar_transformer" in NETS)
 from esml.alpha.bar_features import DIRECTION_HORIZON_BARS, REGIME_HORIZON_BARS, BarFrame, windows
+from esml.alpha.manifest import ClassificationMetrics
 from esml.alpha.nets import SequenceNet
 from esml.alpha.regime import RegimeClassifier, fit_regime_classifier
 from esml.alpha.regime_config import RegimeConfig
@@ -64,6 +65,7 @@ class BarModels:
     trees: xgb.Booster
     nets: dict[str, SequenceNet]
     regime: RegimeClassifier
+    validation: dict[str, ClassificationMetrics]  # each direction model's purged holdout
 
     @property
     def names(self) -> list[str]:
@@ -100,7 +102,7 @@ def fit_bar_models(
     embargo = budget.embargo_s
     horizon_ns = round(DIRECTION_HORIZON_BARS * _BAR_S * 1e9)
     x, y, ts = frame.x, frame.y_dir, frame.ts_end
-    trees = fit_booster(
+    tree_fit = fit_booster(
         x[dir_rows],
         y[dir_rows],
         ts[dir_rows],
@@ -113,7 +115,8 @@ def fit_bar_models(
             n_folds=0,
             random_state=budget.seed,
         ),
-    ).booster
+    )
+    validation = {"trees": tree_fit.validation}
     net_rows = _subsample(dir_rows, budget.max_train_windows, budget.seed)
     win = windows(x, net_rows) if nets else None
     params = TrainParams(
@@ -124,18 +127,18 @@ def fit_bar_models(
         seed=budget.seed,
         n_folds=0,
     )
-    fitted = {
-        kind: fit_net(
-            kind,
+    fitted = {}
+    for kind in nets:
+        fit = fit_net(
+            kind,  # type: ignore[arg-type]
             win,
             y[net_rows],
             ts[net_rows],
-            horizon_ns=horizon_ns,  # type: ignore[arg-type]
+            horizon_ns=horizon_ns,
             params=params,
             progress=progress,
-        ).net
-        for kind in nets
-    }
+        )
+        fitted[kind], validation[kind] = fit.net, fit.validation
     reg_rows = _subsample(regime_rows, budget.regime_max_rows, budget.seed)
     cfg = RegimeConfig(
         horizon_s=REGIME_HORIZON_BARS * _BAR_S,
@@ -144,4 +147,4 @@ def fit_bar_models(
         random_state=budget.seed,
     )
     regime = fit_regime_classifier(x[reg_rows], frame.y_regime[reg_rows], frame.names, cfg)
-    return BarModels(trees, fitted, regime)
+    return BarModels(tree_fit.booster, fitted, regime, validation)

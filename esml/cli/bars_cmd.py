@@ -37,17 +37,13 @@ def progress_bar() -> Progress:
 
 def load_frame(data: Path):
     """Features and labels of the shipped bars, or a clear error and exit 2."""
-    from esml.alpha.bar_features import bar_features
-    from esml.data.continuous import chain_bars
-    from esml.data.sierra import read_shipped_bars, sha256_of
+    from esml.alpha.bar_bundle import frame_from_shipped
 
     try:
-        per_contract = read_shipped_bars(data)
+        return frame_from_shipped(data)
     except DataFileError as e:
         console.print(f"[red]{e}")
         raise typer.Exit(2) from e
-    chained = chain_bars(per_contract)
-    return bar_features(chained), len(chained), sha256_of(data), len(per_contract)
 
 
 @app.command()
@@ -67,17 +63,17 @@ def evaluate(
     settings = BarEvalSettings(
         test_years=test_years, n_boot=n_boot, nets=("bar_lstm", "bar_transformer") if nets else ()
     )
-    frame, n_bars, digest, n_contracts = load_frame(data)
+    shipped = load_frame(data)
     with progress_bar() as progress:
-        results = evaluate_bars(frame, settings, progress)
+        results = evaluate_bars(shipped.frame, settings, progress)
     wall = time.perf_counter() - start
     ctx = BarReportContext(
         "esml bars " + shlex.join(sys.argv[2:])
         if sys.argv[1:2] == ["bars"]
         else "esml bars evaluate",
         wall,
-        f"{data.name} ({n_contracts} contracts, sha256 {digest[:16]}...)",
-        n_bars,
+        f"{data.name} ({shipped.contracts} contracts, sha256 {shipped.sha256[:16]}...)",
+        shipped.bars,
         settings,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,4 +110,23 @@ def pack(
     console.print(
         f"{out}: {sum(len(s.bars) for s in exports):,} bars of {len(exports)} "
         f"contracts, {out.stat().st_size / 1e6:.1f} MB, sha256 {digest}"
+    )
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(Path("data/samples/es-bars/es-5m-sierra.parquet"), help=DATA_HELP),
+    out: Path = typer.Option(Path("models"), help="folder the bundle directory is made in"),
+) -> None:
+    """Fit the bar models on every year of the real bars and write a bundle under models/."""
+    from esml.alpha.bar_bundle import train_bar_bundle
+    from esml.alpha.bar_models import BarBudget
+
+    start = time.perf_counter()
+    shipped = load_frame(data)
+    with progress_bar() as progress:
+        path = train_bar_bundle(shipped, out, BarBudget(), progress)
+    console.print(
+        f"wrote {path} (trained on REAL ES bars, {shipped.bars:,} bars) in "
+        f"{(time.perf_counter() - start) / 60:.1f} minutes"
     )
