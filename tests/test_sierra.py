@@ -23,6 +23,7 @@ from esml.data.sierra import (
     read_sierra_bars,
     read_sierra_dir,
     source_digests,
+    write_shipped_bars,
 )
 from esml.market.contracts import parse_contract
 from esml.market.instruments import ES
@@ -179,3 +180,14 @@ def test_data_ingest_takes_sierra_and_lean_all_or_nothing(tmp_path: Path) -> Non
     r = runner.invoke(app, ["data", "ingest", "--store", str(store), str(ESH15)])
     assert r.exit_code == 0 and "already" in r.output
     assert len(list((store / "bars").rglob("*.parquet"))) == 1 + 4  # ESH15, four Lean expiries
+
+
+def test_pack_round_trips_exports(tmp_path: Path) -> None:
+    rows = [GOOD, "2015/1/5, 08:35:00, 2010.25, 2012.00, 2010.00, 2011.75, 250, 90, 100, 150"]
+    export = read_sierra_bars(_export(tmp_path, rows))
+    out = tmp_path / "packed" / "bars.parquet"
+    digest = write_shipped_bars([export], out)
+    assert (tmp_path / "packed" / "bars.parquet.sha256").read_text().split()[0] == digest
+    back = read_shipped_bars(out)
+    pd.testing.assert_frame_equal(back[export.contract], export.bars)
+    assert back[export.contract]["close"].iloc[1] == _px(2011.75)
