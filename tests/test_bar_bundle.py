@@ -13,20 +13,33 @@ from esml.alpha.bar_bundle import ShippedFrame, load_bar_bundle, train_bar_bundl
 from esml.alpha.bar_features import bar_features, windows
 from esml.alpha.bar_models import BarBudget
 from esml.alpha.manifest import ModelFileError
-from esml.data.continuous import chain_bars
+from esml.data.continuous import chain_bars, roll_table
 from esml.data.sierra import SHIPPED_BARS, read_shipped_bars, sha256_of
 from tests.conftest import ROOT
 
-TINY = BarBudget(tree_rounds=20, net_epochs=1, max_train_windows=600, regime_max_rows=1500,
-                 regime_trees=10, regime_mlp_iter=10, threads=1)  # fmt: skip
+TINY = BarBudget(
+    tree_rounds=20,
+    net_epochs=1,
+    max_train_windows=600,
+    regime_max_rows=1500,
+    regime_trees=10,
+    regime_mlp_iter=10,
+    threads=1,
+)
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bars = read_shipped_bars(ROOT / SHIPPED_BARS)
     chained = chain_bars({c: b for c, b in bars.items() if c.year == 2015})
-    shipped = ShippedFrame(bar_features(chained), ROOT / SHIPPED_BARS,
-                           sha256_of(ROOT / SHIPPED_BARS), 4, len(chained))  # fmt: skip
+    shipped = ShippedFrame(
+        bar_features(chained),
+        ROOT / SHIPPED_BARS,
+        sha256_of(ROOT / SHIPPED_BARS),
+        4,
+        len(chained),
+        roll_table(chained),
+    )
     return train_bar_bundle(shipped, tmp_path_factory.mktemp("models"), TINY)
 
 

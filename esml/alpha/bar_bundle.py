@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
@@ -47,7 +48,7 @@ from esml.alpha.manifest import (
 )
 from esml.alpha.onnx_export import export_onnx
 from esml.alpha.torch_onnx import export_net
-from esml.data.continuous import chain_bars
+from esml.data.continuous import chain_bars, roll_table
 from esml.data.sierra import SHIPPED_BARS, read_shipped_bars, sha256_of
 from esml.features.labels import CLASSES, REGIMES
 from esml.features.technicals import BAR_FEATURE_NAMES
@@ -106,9 +107,14 @@ class BarBundleManifest(BaseModel):
 
 
 def write_bar_bundle(
-    models: BarModels, frame: BarFrame, check_rows: np.ndarray, out_root: Path,
-    data: BarTrainingData, budget: BarBudget, started: float,
-) -> Path:  # fmt: skip
+    models: BarModels,
+    frame: BarFrame,
+    check_rows: np.ndarray,
+    out_root: Path,
+    data: BarTrainingData,
+    budget: BarBudget,
+    started: float,
+) -> Path:
     """Export every member (each checked against its trainer on `check_rows`, rows it did
     not train on) into a new versioned directory under `out_root`; the manifest last."""
     created = datetime.now(UTC)
@@ -128,21 +134,31 @@ def write_bar_bundle(
         members[name] = BarMember(
             file=path.name,
             sha256=file_sha256(path),
-            reads=f"windows [n, {WINDOW_STEPS}, {len(BAR_FEATURE_NAMES)}]" if seq
+            reads=f"windows [n, {WINDOW_STEPS}, {len(BAR_FEATURE_NAMES)}]"
+            if seq
             else f"features [n, {len(FEATURE_NAMES)}]",
-            outputs="regime probabilities (none, trend, range) and regime" if name == "regime"
+            outputs="regime probabilities (none, trend, range) and regime"
+            if name == "regime"
             else "probabilities (down, flat, up)",
             validation=models.validation.get(name),
-        )  # fmt: skip
+        )
     manifest = BarBundleManifest(
-        version=version, created_at=created, feature_names=list(FEATURE_NAMES),
-        window_features=list(BAR_FEATURE_NAMES), window_steps=WINDOW_STEPS,
-        direction_horizon_s=DIRECTION_HORIZON_BARS * 300.0, dead_zone_ticks=DEAD_ZONE_TICKS,
-        classes=list(CLASSES), regime_horizon_s=REGIME_HORIZON_BARS * 300.0,
-        regime_min_path_ticks=REGIME_MIN_PATH_TICKS, regimes=list(REGIMES), members=members,
-        data=data, budget=budget.model_dump(),
+        version=version,
+        created_at=created,
+        feature_names=list(FEATURE_NAMES),
+        window_features=list(BAR_FEATURE_NAMES),
+        window_steps=WINDOW_STEPS,
+        direction_horizon_s=DIRECTION_HORIZON_BARS * 300.0,
+        dead_zone_ticks=DEAD_ZONE_TICKS,
+        classes=list(CLASSES),
+        regime_horizon_s=REGIME_HORIZON_BARS * 300.0,
+        regime_min_path_ticks=REGIME_MIN_PATH_TICKS,
+        regimes=list(REGIMES),
+        members=members,
+        data=data,
+        budget=budget.model_dump(),
         training_time_s=round(time.perf_counter() - started, 1),
-    )  # fmt: skip
+    )
     write_atomic(out / MANIFEST, manifest.model_dump_json(indent=2).encode())
     return out
 
@@ -156,6 +172,7 @@ class ShippedFrame:
     sha256: str
     contracts: int
     bars: int
+    rolls: pd.DataFrame  # `esml.data.continuous.roll_table`: when, from, to, gap
 
 
 def frame_from_shipped(path: str | Path = SHIPPED_BARS) -> ShippedFrame:
@@ -163,8 +180,14 @@ def frame_from_shipped(path: str | Path = SHIPPED_BARS) -> ShippedFrame:
     path = Path(path)
     per_contract = read_shipped_bars(path)
     chained = chain_bars(per_contract)
-    return ShippedFrame(bar_features(chained), path, sha256_of(path), len(per_contract),
-                        len(chained))  # fmt: skip
+    return ShippedFrame(
+        bar_features(chained),
+        path,
+        sha256_of(path),
+        len(per_contract),
+        len(chained),
+        roll_table(chained),
+    )
 
 
 def train_bar_bundle(
@@ -178,13 +201,16 @@ def train_bar_bundle(
     reg_rows = np.flatnonzero(frame.decision & frame.regime_valid)
     models = fit_bar_models(frame, dir_rows, reg_rows, budget, progress)
     data = BarTrainingData(
-        file=shipped.path.name, sha256=shipped.sha256,
+        file=shipped.path.name,
+        sha256=shipped.sha256,
         source="Sierra Chart ES 5-minute exports ESH15..ESZ23, github.com/AndreaFerrante/"
         "Orderflow (MIT), see data/samples/NOTICE",
-        contracts=shipped.contracts, bars=shipped.bars,
+        contracts=shipped.contracts,
+        bars=shipped.bars,
         years=sorted({int(y) for y in frame.year[dir_rows]}),
-        direction_rows=len(dir_rows), regime_rows=len(reg_rows),
-    )  # fmt: skip
+        direction_rows=len(dir_rows),
+        regime_rows=len(reg_rows),
+    )
     return write_bar_bundle(models, frame, dir_rows[-64:], out_root, data, budget, started)
 
 

@@ -75,6 +75,7 @@ def evaluate(
         f"{data.name} ({shipped.contracts} contracts, sha256 {shipped.sha256[:16]}...)",
         shipped.bars,
         settings,
+        shipped.rolls,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_markdown(results, ctx))

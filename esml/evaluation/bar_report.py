@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -51,6 +52,7 @@ class BarReportContext:
     data: str  # what the bars are and their digest
     bars: int
     settings: BarEvalSettings
+    rolls: pd.DataFrame  # `esml.data.continuous.roll_table` of the chained series
 
 
 def beats_baselines(comparisons: Sequence[Comparison], model: str) -> bool:
@@ -331,7 +333,26 @@ def render_markdown(results: Sequence[YearResult], ctx: BarReportContext) -> str
     ]
     for r in results:
         lines += _year_section(r)
+    lines += _rolls(ctx.rolls)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _rolls(rolls: pd.DataFrame) -> list[str]:
+    """The roll dates of the chained series and the back-adjustment gap at each."""
+    out = [
+        "## Appendix: rolls of the continuous series",
+        "",
+        f"{len(rolls)} rolls, each at the first bar of the next contract's file (Sierra's "
+        "exports switch at expiry). Gap: that bar's open less the previous contract's last "
+        "close, in points; every earlier bar is shifted by the sum of the later gaps.",
+        "",
+        "| first bar of the new contract (UTC) | from | to | gap (points) |",
+        "|---|---|---|---|",
+    ]
+    for row in rolls.itertuples():
+        when = pd.Timestamp(int(row.ts), tz="UTC").strftime("%Y-%m-%d %H:%M")
+        out.append(f"| {when} | {row.from_contract} | {row.to_contract} | {row.gap / 1e9:+.2f} |")
+    return out
 
 
 def render_html(results: Sequence[YearResult]) -> str:
