@@ -74,3 +74,11 @@ def test_tampered_member_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
     (copy / "manifest.json").unlink()
     with pytest.raises(ModelFileError, match="no bundle manifest"):
         load_bar_bundle(copy)
+
+
+def test_shipped_bundle_was_trained_on_the_shipped_real_bars() -> None:
+    (shipped,) = sorted((ROOT / "models").glob("es-bars-5m-*"))[-1:]
+    bundle = load_bar_bundle(shipped)
+    assert bundle.manifest.synthetic_training_data is False
+    assert bundle.manifest.data.sha256 == sha256_of(ROOT / SHIPPED_BARS)
+    assert bundle.manifest.data.bars == 627_831 and bundle.manifest.data.years[-1] == 2023
