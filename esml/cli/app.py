@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from esml.alpha.bundle_manifest import promotion_line
 from esml.alpha.ensemble_strategy import EnsembleStrategy
 from esml.alpha.manifest import ModelFileError
-from esml.cli import bars_cmd, data_cmd, models_cmd, sim_cmd, train_cmd
+from esml.cli import bars_cmd, data_cmd, models_cmd, score_cmd, sim_cmd, train_cmd
 from esml.config import ConfigError, EsmlConfig, load_config
 from esml.data.dbn import DataFileError, main_instrument, read_mbo
 from esml.engine.ablation import default_variants, run_ablation
@@ -33,6 +34,7 @@ app.add_typer(sim_cmd.app, name="sim")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(train_cmd.train_app, name="train")
 app.add_typer(train_cmd.evaluate_app, name="evaluate")
+app.command(name="score")(score_cmd.score)
 console = Console(soft_wrap=True)
 
 DEFAULT_ES_FILE = Path("data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
@@ -176,6 +178,7 @@ def _describe_models(served: Served) -> None:
     members = ", ".join(f"{m} x{w:g}" for m, w in s.served.ensemble.cfg.weights.items())
     label = " (trained on SYNTHETIC data)" if served.synthetic else ""
     console.print(f"serving bundle {s.name}{label}: ensemble of {members}")
+    console.print(f"  {promotion_line(s.served.manifest)}", highlight=False)
     for verdict in s.served.ensemble_manifest.held_out.verdicts:
         console.print(f"  held out: {verdict}")
 
