@@ -17,8 +17,9 @@ from esml.alpha.bar_features import (
 from esml.alpha.bar_models import BarBudget
 from esml.alpha.bar_transformer import BarTransformer
 from esml.alpha.torch_onnx import export_net
-from esml.data.continuous import chain_bars
+from esml.data.continuous import chain_bars, roll_table
 from esml.data.sierra import SHIPPED_BARS, read_shipped_bars
+from esml.evaluation.bar_report import BarReportContext, render_markdown
 from esml.evaluation.bar_walkforward import (
     BarEvalSettings,
     evaluate_year,
@@ -97,7 +98,7 @@ def test_transformer_reads_windows_and_exports_to_onnx(frame) -> None:
         windows(frame.x, np.array([10]))
 
 
-def test_walk_forward_year_scores_and_trades(frame) -> None:
+def test_walk_forward_year_scores_and_trades(chained, frame) -> None:
     budget = BarBudget(
         tree_rounds=40, regime_max_rows=3000, regime_trees=20, regime_mlp_iter=20, threads=1
     )
@@ -112,3 +113,18 @@ def test_walk_forward_year_scores_and_trades(frame) -> None:
     for name, m in r.trading.items():
         assert m.costs == pytest.approx(4.5 * m.trades), name
     assert r.trading["momentum"].trades > 100
+    md = render_markdown(
+        [r],
+        BarReportContext(
+            "esml bars evaluate --years 2016",
+            1.0,
+            "slice",
+            len(chained),
+            settings,
+            roll_table(chained),
+        ),
+    )
+    assert "## Verdict" in md and "| 2016 | " in md and "### 2016" in md
+    beat = all(c.beats_all for c in r.direction_comparisons if c.model == "trees")
+    paid = r.trading["trees"].net_pnl > 0
+    assert ("both beat every baseline" in md) == (beat and paid)

@@ -55,9 +55,18 @@ class BarReportContext:
     rolls: pd.DataFrame  # `esml.data.continuous.roll_table` of the chained series
 
 
-def beats_baselines(comparisons: Sequence[Comparison], model: str) -> bool:
+def beats_baselines(
+    comparisons: Sequence[Comparison], model: str, metric: str | None = None
+) -> bool:
+    """Better than every baseline on every metric (or on `metric` alone)."""
     mine = [c for c in comparisons if c.model == model]
+    if metric is not None:
+        return bool(mine) and all(c.verdicts[metric] == "better" for c in mine)
     return bool(mine) and all(c.beats_all for c in mine)
+
+
+def _years_beating(results: Sequence[YearResult], model: str, metric: str | None = None) -> int:
+    return sum(beats_baselines(r.direction_comparisons, model, metric) for r in results)
 
 
 def _models(r: YearResult) -> list[str]:
@@ -118,11 +127,15 @@ def _tally(results: Sequence[YearResult]) -> list[str]:
     n = len(results)
     out = []
     for m in _models(results[0]):
-        beat = sum(beats_baselines(r.direction_comparisons, m) for r in results)
+        beat = _years_beating(results, m)
         paid = sum(r.trading[m].net_pnl > 0 for r in results)
+        per_metric = ", ".join(
+            f"{METRIC_LABELS[k]} {_years_beating(results, m, k)}" for k in METRICS
+        )
         out.append(
             f"- {MODEL_LABELS.get(m, m)}: beats every direction baseline on every metric "
-            f"in {beat} of {n} years; profitable after costs in {paid} of {n}."
+            f"in {beat} of {n} years (on one metric at a time: {per_metric}); profitable "
+            f"after costs in {paid} of {n}."
         )
     beat = sum(beats_baselines(r.regime_comparisons, "regime") for r in results)
     out.append(
@@ -144,39 +157,37 @@ def plain_verdict(results: Sequence[YearResult]) -> str:
     """The one-paragraph answer: does anything beat its baselines and make money in most years?"""
     n = len(results)
     half = n // 2 + 1
-    winners = []
-    for m in _models(results[0]):
-        beat = sum(beats_baselines(r.direction_comparisons, m) for r in results)
-        paid = sum(r.trading[m].net_pnl > 0 for r in results)
-        if beat >= half and paid >= half:
-            winners.append(MODEL_LABELS.get(m, m))
-    scorers = [
-        MODEL_LABELS.get(m, m)
-        for m in _models(results[0])
-        if sum(beats_baselines(r.direction_comparisons, m) for r in results) >= half
-    ]
-    earners = [
-        STRATEGY_LABELS.get(s, s)
-        for s in _strategies(results)
-        if sum(r.trading[s].net_pnl > 0 for r in results) >= half
-    ]
+    models = _models(results[0])
+
+    def paid(s: str) -> int:
+        return sum(r.trading[s].net_pnl > 0 for r in results)
+
+    def names(items: list[str]) -> str:
+        return ", ".join(STRATEGY_LABELS.get(m, m) for m in items) or "none"
+
+    winners = [m for m in models if _years_beating(results, m) >= half and paid(m) >= half]
     if winners:
         return (
-            f"In most of the {n} test years ({half} or more), {', '.join(winners)} both beat "
+            f"In most of the {n} test years ({half} or more), {names(winners)} both beat "
             "every baseline on every metric and made money after costs."
         )
-    parts = [
-        f"No model or ensemble both beats its baselines and is profitable after costs in "
-        f"most of the {n} test years ({half} or more)."
+    scorers = [m for m in models if _years_beating(results, m) >= half]
+    calibrated = [
+        m
+        for m in models
+        if min(_years_beating(results, m, k) for k in ("log_loss", "brier")) >= half
     ]
-    parts.append(
-        f"Beating the direction baselines on every metric in most years: "
-        f"{', '.join(scorers) if scorers else 'none'}."
+    earners = [s for s in _strategies(results) if paid(s) >= half]
+    return " ".join(
+        [
+            f"No model or ensemble both beats its baselines and is profitable after costs in "
+            f"most of the {n} test years ({half} or more).",
+            f"Beating every direction baseline on every metric in most years: {names(scorers)}.",
+            f"Beating every baseline on log loss and Brier (better probabilities) in most "
+            f"years: {names(calibrated)}.",
+            f"Profitable after costs in most years: {names(earners)}.",
+        ]
     )
-    parts.append(
-        f"Profitable after costs in most years: {', '.join(earners) if earners else 'none'}."
-    )
-    return " ".join(parts)
 
 
 def _scores_table(scores: dict, names: Sequence[str], labels: dict) -> list[str]:
@@ -210,7 +221,7 @@ def _ablation(r: YearResult) -> list[str]:
                     STRATEGY_LABELS.get(name, name),
                     str(m.trades),
                     _win(m),
-                    _ratio(m.profit_factor),
+                    _ratio(m.profit_factor) if m.trades else "n/a",
                     usd(m.net_pnl),
                     usd(m.max_drawdown),
                     _ratio(m.return_over_max_drawdown),
