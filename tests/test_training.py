@@ -384,3 +384,21 @@ def test_stack_command_on_the_real_es_file(tmp_path, capsys):
     assert train.main([*argv[:5], "--models", "trees,lasers"]) == 2
     assert "unknown ['lasers']" in capsys.readouterr().err
     assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_shipped_champion_was_judged_for_promotion_and_can_sell():
+    """models/ as shipped (`make models`, SYNTHETIC days): its promotion verdict is recorded
+    and honest (forced exactly when it failed), its calibrator lets every side clear the
+    confidence floor, its held-out calibration error is stated, and its exit outcomes show
+    the time exit closing almost every trade."""
+    from esml.alpha.calibration import reachable_max
+
+    path = registry.champion(ROOT / "models")
+    m = registry.load_bundle(path)
+    assert m.synthetic_training_data and m.promotion is not None
+    assert m.promotion.forced == (not m.promotion.beats_baselines)
+    em = load_json(EnsembleManifest, path / "ensemble" / "ensemble.json")
+    assert em.calibrator is not None and em.calibrator.method == "vector"
+    assert min(reachable_max(em.calibrator)) > 0.55
+    assert em.held_out.ece is not None and em.held_out.ece_uncalibrated is not None
+    assert em.exit_outcomes and all(o.share_time > 0.9 for o in em.exit_outcomes)
