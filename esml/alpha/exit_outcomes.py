@@ -13,14 +13,20 @@ The expected-move gate (`esml.decision.gates.ExpectedMoveGate`) reads it.
 The mid path is the decision grid's (one mid per decision interval), so a touch between
 two decisions is missed both ways; decisions whose path has a gap before the time exit
 are left out.
+
+Reading the table needs no numpy (the risk Lambda runs the gate without it); building it
+imports numpy when it runs.
 """
 
 from __future__ import annotations
 
 import bisect
+from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _NS = 1_000_000_000
 DEFAULT_BINS = 8
@@ -87,6 +93,8 @@ def exit_plan_outcomes(
     min_per_bin: int = MIN_ROWS_PER_BIN,
 ) -> ExitOutcomes:
     """The plan's outcomes at every decision (long and short) of a held-out stretch."""
+    import numpy as np
+
     ts = np.asarray(ts_ns, np.int64)
     m = np.asarray(mid, np.float64)
     if not (len(ts) == len(m) == len(p_up) == len(p_down)) or len(ts) < 2:
@@ -101,8 +109,7 @@ def exit_plan_outcomes(
     bins = min(n_bins, len(p) // min_per_bin)
     if bins < 1:
         raise ValueError(
-            f"{len(p)} held-out trades are too few to value the exit plan "
-            f"(at least {min_per_bin})"
+            f"{len(p)} held-out trades are too few to value the exit plan (at least {min_per_bin})"
         )
     # equal-count bins by the quantiles of p; tied quantiles collapse into one bin
     edges = np.unique(np.quantile(p, np.linspace(0.0, 1.0, bins + 1)[1:]))
@@ -124,6 +131,8 @@ def _walk(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(outcome ticks, how it ended: 1 target / -1 stop / 0 time, whether the path is
     whole) of a trade entered at each row's mid in direction `sign`."""
+    import numpy as np
+
     n = len(ts)
     horizon = round(plan.time_exit_s * _NS)
     end = np.searchsorted(ts, ts + horizon, side="right") - 1  # last row within the plan
