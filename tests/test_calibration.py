@@ -252,3 +252,20 @@ def test_too_short_a_fold_is_refused(balanced_trees) -> None:
     with pytest.raises(ValueError, match="too few for isotonic"):
         fit_calibrator(p_cal[:500], y_cal[:500], "isotonic")
     assert fit_calibrator(p_cal[:500], y_cal[:500], "vector").fitted_rows == 500
+
+
+def test_a_direction_neutral_fit_leaves_the_lean_to_the_models() -> None:
+    """Tied down and up curves (the ensemble's default): fitted on the up-trend fold, the
+    calibrator still sharpens or softens the models, but mirrors exactly: a down opinion
+    gets what the same up opinion gets, so the window's trend does not become a lean."""
+    p, y = one_sided_fold(1)
+    tied = fit_calibrator(p, y, "vector", tied=((0, 2),))
+    a, b = tied.curves[0], tied.curves[2]
+    assert (a.a, a.b) == (b.a, b.b)
+    down = tied.transform_one([0.5, 0.2, 0.3])
+    up = tied.transform_one([0.3, 0.2, 0.5])
+    assert down == pytest.approx(up[::-1], abs=1e-12) and down[0] > down[2]
+    free = fit_calibrator(p, y, "vector")
+    assert free.transform_one([0.5, 0.2, 0.3])[0] < down[0]  # the untied fit leans up
+    with pytest.raises(ValueError, match="only vector scaling"):
+        fit_calibrator(p, y, "platt", tied=((0, 2),))

@@ -129,10 +129,13 @@ def fit_calibrator(
     *,
     min_rows: int | None = None,
     reachable_floor: float = REACHABLE_FLOOR,
+    tied: Sequence[Sequence[int]] = (),
 ) -> MulticlassCalibrator:
     """Fit on the calibration fold's probabilities [n, k] and labels [n]; refuse a fold
     shorter than `min_rows` (default `MIN_ROWS[method]`) and a fit that leaves any class
-    unable to reach `reachable_floor`."""
+    unable to reach `reachable_floor`. Vector scaling only: the classes of each group in
+    `tied` share one curve (the ensemble ties down and up, so that the trend of the one
+    window it is fitted on does not become a lean for every later session)."""
     p = _check_proba(proba, None)
     k = p.shape[1]
     labels = _check_labels(y, len(p), k)
@@ -151,7 +154,9 @@ def fit_calibrator(
             f"{need}); use a longer calibration fold"
         )
     if method == "vector":
-        curves = _vector_scaling(p, labels)
+        curves = _vector_scaling(p, labels, tied)
+    elif tied:
+        raise ValueError("only vector scaling can tie classes together")
     else:
         curves = [_one_vs_rest(p[:, c], (labels == c).astype(np.float64), method) for c in range(k)]
     cal = MulticlassCalibrator(method=method, curves=curves, fitted_rows=len(p))
@@ -208,29 +213,41 @@ def _one_vs_rest(score: np.ndarray, hit: np.ndarray, method: str) -> _ClassCurve
     return _ClassCurve(x=xs, y=ys)
 
 
-def _vector_scaling(p: np.ndarray, labels: np.ndarray) -> list[_ClassCurve]:
+def _vector_scaling(
+    p: np.ndarray, labels: np.ndarray, tied: Sequence[Sequence[int]] = ()
+) -> list[_ClassCurve]:
     """(a, b) per class minimising the multinomial log loss of softmax(a * log p + b),
-    within A_BOUNDS and +-B_BOUND (L-BFGS-B)."""
+    within A_BOUNDS and +-B_BOUND (L-BFGS-B); the classes of each group in `tied` share
+    one (a, b)."""
     from scipy.optimize import minimize
 
     n, k = p.shape
+    group = list(range(k))
+    for members in tied:
+        for c in members:
+            group[c] = members[0]
+    free = sorted(set(group))
+    # [k, g] map from the free parameters to the classes
+    share = np.array([[1.0 if group[c] == f else 0.0 for f in free] for c in range(k)])
+    g = len(free)
     logp = np.log(np.maximum(p, _EPS))
     onehot = np.eye(k)[labels]
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        a, b = theta[:k], theta[k:]
+        a, b = share @ theta[:g], share @ theta[g:]
         z = logp * a + b
         z -= z.max(axis=1, keepdims=True)
         log_q = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         resid = (np.exp(log_q) - onehot) / n
-        grad = np.concatenate([(resid * logp).sum(axis=0), resid.sum(axis=0)])
+        grad = np.concatenate([(resid * logp).sum(axis=0) @ share, resid.sum(axis=0) @ share])
         return float(-(onehot * log_q).sum() / n), grad
 
-    bounds = [A_BOUNDS] * k + [(-B_BOUND, B_BOUND)] * k
-    fit = minimize(loss, np.r_[np.ones(k), np.zeros(k)], jac=True, method="L-BFGS-B", bounds=bounds)
+    bounds = [A_BOUNDS] * g + [(-B_BOUND, B_BOUND)] * g
+    fit = minimize(loss, np.r_[np.ones(g), np.zeros(g)], jac=True, method="L-BFGS-B", bounds=bounds)
     if not np.all(np.isfinite(fit.x)):
         raise ValueError("vector scaling did not converge to finite parameters")
-    return [_ClassCurve(a=float(a), b=float(b)) for a, b in zip(fit.x[:k], fit.x[k:], strict=True)]
+    a, b = share @ fit.x[:g], share @ fit.x[g:]
+    return [_ClassCurve(a=float(x), b=float(y)) for x, y in zip(a, b, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,9 @@ class EnsembleConfig(BaseModel):
     meta_prior: float = Field(30.0, ge=0)
     meta_sharpness: float = Field(6.0, ge=0)
     calibration: Literal["vector", "isotonic", "platt", "none"] = "vector"
+    direction_neutral: bool = True
+    """Vector scaling: down and up share one curve, so the calibrator corrects the models'
+    confidence but cannot turn the trend of its calibration window into a lean."""
 
     @field_validator("weights")
     @classmethod
@@ -246,7 +249,8 @@ def fit_ensemble_calibrator(
     y, valid = direction_labels(
         np.asarray(ts_ns), np.asarray(mid), cfg.horizon_s, cfg.dead_zone_ticks, tick_size
     )
-    return fit_calibrator(raw.proba[valid], y[valid].astype(np.int64), cfg.calibration)
+    tied = ((DOWN, UP),) if cfg.direction_neutral and cfg.calibration == "vector" else ()
+    return fit_calibrator(raw.proba[valid], y[valid].astype(np.int64), cfg.calibration, tied=tied)
 
 
 # ---------------------------------------------------------------------------- internals
