@@ -46,10 +46,11 @@ def sessions() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def stack(sessions, tmp_path_factory):
-    """A tiny stack bundle, published as the champion of its own model root."""
+    """A tiny stack bundle, forced to be the champion of its own model root (too small to
+    beat the baselines, it would not earn promotion)."""
     from esml.config import EsmlConfig
     from tests.tiny_stack import TINY
     from training.stack import train_stack
 
     root = tmp_path_factory.mktemp("models")
-    return train_stack(sessions, EsmlConfig(), root, synthetic=True, params=TINY)
+    return train_stack(sessions, EsmlConfig(), root, synthetic=True, params=TINY, force=True)

@@ -166,7 +166,7 @@ def test_no_decision_depends_on_anything_after_it(es, cut, seed) -> None:
 
 def test_streaming_equals_batch_and_is_deterministic(es) -> None:
     ts, mid, probas = es
-    cfg = EnsembleConfig(meta_window=120, calibration="isotonic")
+    cfg = EnsembleConfig(meta_window=120)  # vector scaling, the default
     cal_rows = slice(0, 800)
     calibrator = fit_ensemble_calibrator(
         cfg, NAMES, ts[cal_rows], mid[cal_rows], probas[cal_rows], TICK
@@ -205,7 +205,7 @@ def test_configuration_is_strict_and_models_must_match() -> None:
         decide(ens, 0, {n: [0.5, 0.5, 0.5] for n in NAMES})
     with pytest.raises(ValueError, match="ensemble's models"):
         decide(ens, 0, {"trees": [0.2, 0.3, 0.5]})
-    with pytest.raises(ValueError, match="isotonic"):
+    with pytest.raises(ValueError, match="vector"):
         Ensemble(
             EnsembleConfig(calibration="none"),
             [Echo(n) for n in NAMES],

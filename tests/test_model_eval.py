@@ -21,6 +21,7 @@ from esml.evaluation.datasets import (
 from esml.evaluation.metrics import wilson_interval
 from esml.evaluation.model_eval import (
     BASELINES,
+    MICROPRICE_FEATURES,
     OFI_FEATURES,
     BlockBootstrap,
     Comparison,
@@ -33,10 +34,11 @@ from esml.evaluation.model_eval import (
     Scores,
     check_purged,
     evaluate_dataset,
+    feature_columns,
+    logistic_baseline,
     majority_baseline,
     metrics_from_sums,
     ofi_columns,
-    ofi_logistic_baseline,
     persistence_baseline,
     render_markdown,
     row_stats,
@@ -233,16 +235,18 @@ def test_previous_labels_are_the_move_that_just_ended_and_never_cross_a_gap():
     assert np.all(prev[100:120] == -1)  # 20 s earlier falls in the gap
 
 
-def test_ofi_logistic_reads_only_the_ofi_features_and_learns_their_sign():
-    cols = ofi_columns(FEATURE_NAMES)
-    assert [FEATURE_NAMES[c] for c in cols] == list(OFI_FEATURES) and len(cols) == 5
+@pytest.mark.parametrize("wanted", [OFI_FEATURES, MICROPRICE_FEATURES])
+def test_logistic_baselines_read_only_their_features_and_learn_their_sign(wanted):
+    cols = feature_columns(FEATURE_NAMES, wanted)
+    assert [FEATURE_NAMES[c] for c in cols] == list(wanted)
+    assert list(ofi_columns(FEATURE_NAMES)) == list(feature_columns(FEATURE_NAMES, OFI_FEATURES))
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2000, len(FEATURE_NAMES)))
-    signal = x[:, cols[2]]
+    signal = x[:, cols[-1]]
     y = np.where(signal > 0.5, 2, np.where(signal < -0.5, 0, 1))
     x_noisy = x.copy()
     x_noisy[:, [i for i in range(x.shape[1]) if i not in cols]] = 1e6  # ignored columns
-    proba, pred = ofi_logistic_baseline(x_noisy[:1500][:, cols], y[:1500], x[1500:][:, cols])
+    proba, pred = logistic_baseline(x_noisy[:1500][:, cols], y[:1500], x[1500:][:, cols])
     assert np.mean(pred == y[1500:]) > 0.9
     assert np.allclose(proba.sum(1), 1)
 
@@ -363,6 +367,8 @@ def test_evaluate_command_writes_the_report_and_refuses_bad_input(tmp_path):
     common = ["--es-file", str(ES_FILE), "--data-dir", str(tmp_path), "--out", str(doc)]
     bad = CliRunner().invoke(evaluate_app, ["--only", "es", "--only", "nasdaq", *common])
     assert bad.exit_code == 2 and "unknown data sets ['nasdaq']" in bad.output
+    huge = CliRunner().invoke(evaluate_app, ["--only", "es", "--budget", "huge", *common])
+    assert huge.exit_code == 2 and "--budget must be one of" in huge.output
     assert not doc.exists()
     small = ["--folds", "1", "--epochs", "1", "--batches", "1", "--n-boot", "100"]
     done = CliRunner().invoke(evaluate_app, ["--only", "es", *small, *common])
@@ -371,3 +377,22 @@ def test_evaluate_command_writes_the_report_and_refuses_bad_input(tmp_path):
     assert "## CME ES (real MBO)" in text and "## How the models were judged" in text
     assert "**bar LSTM not judged here**" in text  # one hour holds no 60 closed minute bars
     assert "| **DeepLOB** |" in text and "| **ensemble** |" in text
+    assert "| baseline: L1 imbalance / microprice logistic |" in text
+
+
+def test_the_full_budget_trains_trees_past_a_handful_of_rounds():
+    """`--budget full` early-stops on the validation block, not on a round or batch cap:
+    on SYNTHETIC rows with a slowly learnt signal the trees keep hundreds of rounds, and
+    every net epoch sees every training window."""
+    from esml.alpha.xgb import fit_booster
+
+    full = ModelBudget.full(seed=3)
+    assert full.profile == "full" and full.nets.max_batches_per_epoch == 0
+    assert full.nets.epochs >= 30 and full.trees.n_estimators >= 3000
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4000, 6)).astype(np.float32)
+    latent = x[:, 0] + 0.5 * x[:, 1] + rng.normal(size=len(x))
+    y = np.where(latent > 0.5, 2, np.where(latent < -0.5, 0, 1))
+    ts = np.arange(len(x), dtype=np.int64) * 1_000_000_000
+    fit = fit_booster(x, y, ts, horizon_ns=20_000_000_000, params=full.trees)
+    assert fit.booster.num_boosted_rounds() > 100

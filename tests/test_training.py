@@ -18,7 +18,15 @@ import onnxruntime as ort
 import pytest
 
 from esml.alpha import registry
-from esml.alpha.bundle_manifest import EnsembleManifest, RegimeManifest, load_json
+from esml.alpha.bundle_manifest import (
+    EnsembleManifest,
+    HeldOutScores,
+    MetricInterval,
+    RegimeManifest,
+    judge_promotion,
+    load_json,
+    promotion_line,
+)
 from esml.alpha.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -31,6 +39,7 @@ from esml.alpha.sequence_model import OnnxSequenceModel
 from esml.alpha.xgb import XGBParams, train_direction_model
 from esml.config import EsmlConfig
 from esml.data.dbn import main_instrument, read_mbo
+from esml.evaluation.model_eval import BASELINES
 from esml.features.dataset import build_dataset, events_sha256
 from esml.features.sequences import TICK
 from esml.features.streaming import FEATURE_NAMES, FEATURE_VERSION
@@ -162,6 +171,7 @@ def test_retraining_replaces_model_and_manifest_together(tmp_path):
 
 # ---------------------------------------------------------------------------- the stack
 
+
 def test_stack_bundle_is_the_champion_and_every_manifest_is_complete(stack, sessions):
     root = stack.path.parent
     assert registry.champion(root) == stack.path
@@ -204,17 +214,33 @@ def test_stack_bundle_is_the_champion_and_every_manifest_is_complete(stack, sess
         "tick_lstm": tick.onnx_sha256,
     }
     assert ens.config.weights == {"tick_lstm": 1.0, "trees": 2.0}
-    assert ens.calibrator is not None and ens.calibrator.method == "isotonic"
+    assert ens.calibrator is not None and ens.calibrator.method == "vector"
     h = ens.held_out
     assert m.cutoff_ns < ens.calibration_first_ts_ns
     assert ens.calibration_last_ts_ns + 20 * 10**9 < h.first_ts_ns
     assert set(h.metrics) == {"accuracy", "macro_f1", "log_loss", "brier"}
-    assert set(h.baselines) == {"majority", "persistence", "ofi_logistic"}
-    assert len(h.verdicts) == 3 and all("the ensemble" in v for v in h.verdicts)
+    assert set(h.baselines) == set(h.improvements) == set(BASELINES)
+    assert len(h.verdicts) == 4 and all("the ensemble" in v for v in h.verdicts)
+    assert 0 <= h.ece < 1 and 0 <= h.ece_uncalibrated < 1
+    assert h.reachable_max is not None and min(h.reachable_max) > 0.6
+    p = m.promotion
+    assert p is not None and p.forced and p.metrics == ["log_loss", "accuracy"]
+    assert p.beats_baselines == (not p.shortfalls)
+    plans = [(o.plan.stop_ticks, o.plan.target_ticks, o.plan.time_exit_s)
+             for o in ens.exit_outcomes]  # fmt: skip
+    assert plans == [(10, 16, 20.0), (10, 25, 20.0), (12, 16, 20.0)]  # the session budgets'
+    for o in ens.exit_outcomes:
+        assert o.trades > 100 and o.share_target + o.share_stop + o.share_time == pytest.approx(1)
 
 
 def test_the_same_seeds_train_the_same_models(stack, sessions, tmp_path):
+    """...and, not forced, a bundle that does not beat the baselines is kept beside the
+    champion without becoming it."""
     again = train_stack(sessions, EsmlConfig(), tmp_path, synthetic=True, params=TINY)
+    assert not again.promotion.forced and not again.promotion.beats_baselines
+    assert not again.champion and registry.champion_name(tmp_path) is None
+    assert registry.load_bundle(again.path) == again.manifest
+    assert "NOT promoted" in promotion_line(again.manifest)
 
     def onnx_shas(path: Path) -> dict[str, str]:
         return {d: file_sha256(path / d / MODEL_FILE) for d in ("trees", "tick_lstm", "regime")}
@@ -255,6 +281,44 @@ def test_publishing_swaps_the_champion_atomically_and_keeps_the_newest(stack, tm
     assert registry.champion(root) == third and not (root / "b4").exists()
     registry.discard(staged)
     assert sorted(p.name for p in root.iterdir()) == ["b2", "b3", registry.CHAMPION_FILE]
+
+
+def _held_out(improvement_low: dict[str, float]) -> HeldOutScores:
+    """Held-out scores whose improvement over every baseline has the given lower bounds."""
+    iv = {m: MetricInterval(value=low + 0.01, low=low, high=low + 0.02)
+          for m, low in improvement_low.items()}  # fmt: skip
+    return HeldOutScores(rows=100, first_ts_ns=0, last_ts_ns=1, metrics=iv, baselines={},
+                         verdicts=[], improvements={b: iv for b in BASELINES})  # fmt: skip
+
+
+def test_promotion_needs_every_improvement_interval_clear_of_the_margin():
+    wins = _held_out({"log_loss": 0.004, "accuracy": 0.02, "brier": -0.01})
+    p = judge_promotion(wins, ["log_loss", "accuracy"], 0.0, forced=False)
+    assert p.beats_baselines and not p.shortfalls and "earned" in promotion_line_of(p)
+    tight = judge_promotion(wins, ["log_loss", "accuracy"], 0.005, forced=False)
+    assert not tight.beats_baselines and len(tight.shortfalls) == len(BASELINES)
+    assert all(s.startswith("log_loss vs ") for s in tight.shortfalls)
+    forced = judge_promotion(wins, ["brier"], 0.0, forced=True)
+    assert forced.forced and not forced.beats_baselines
+    assert "FORCED (--force)" in promotion_line_of(forced)
+    assert not judge_promotion(wins, ["log_loss"], 0.0, forced=True).forced  # not needed
+    alone = judge_promotion(None, ["log_loss"], 0.0, forced=False)
+    assert not alone.beats_baselines and "no ensemble" in alone.shortfalls[0]
+
+
+def promotion_line_of(p) -> str:
+    from esml.alpha.bundle_manifest import BundleManifest
+
+    return promotion_line(BundleManifest.model_construct(promotion=p))
+
+
+def test_a_bundle_published_without_promotion_stays_beside_the_champion(stack, tmp_path):
+    root = tmp_path / "models"
+    champ = registry.publish(_stage_copy(stack.path, root), root, "b1", keep=1)
+    loser = registry.publish(_stage_copy(stack.path, root), root, "b2", keep=1, champion=False)
+    assert registry.champion(root) == champ and loser.is_dir()  # keep=1 spares the new one
+    registry.publish(_stage_copy(stack.path, root), root, "b3", keep=1, champion=False)
+    assert sorted(p.name for p in root.iterdir()) == ["b1", "b3", registry.CHAMPION_FILE]
 
 
 def test_a_failed_training_run_leaves_the_champion_and_no_partial_bundle(
@@ -306,13 +370,35 @@ def test_stack_command_on_the_real_es_file(tmp_path, capsys):
         "--net-n-folds",
         "0",
     ]
-    assert train.main(argv) == 0
+    assert train.main(argv) == train.NOT_PROMOTED  # an hour of ES and one-round trees
     out = capsys.readouterr()
-    assert "heldout:ensemble_log_loss=" in out.out
+    assert "heldout:ensemble_log_loss=" in out.out and "NOT promoted" in out.err
+    assert registry.champion_name(root) is None and len(registry.bundles(root)) == 1
+    assert train.main([*argv, "--force"]) == 0
+    assert "FORCED (--force)" in capsys.readouterr().err
     m = registry.load_bundle(registry.champion(root))
+    assert m.promotion is not None and m.promotion.forced
     assert not m.synthetic_training_data
     assert [x.kind for x in m.members] == ["trees", "tick_lstm", "ensemble"]
     assert "bar_lstm" in m.left_out and "window is ready on 0%" in m.left_out["bar_lstm"]
     assert train.main([*argv[:5], "--models", "trees,lasers"]) == 2
     assert "unknown ['lasers']" in capsys.readouterr().err
     assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_shipped_champion_was_judged_for_promotion_and_can_sell():
+    """models/ as shipped (`make models`, SYNTHETIC days): its promotion verdict is recorded
+    and honest (forced exactly when it failed), its calibrator lets every side clear the
+    confidence floor, its held-out calibration error is stated, and its exit outcomes show
+    the time exit closing almost every trade."""
+    from esml.alpha.calibration import reachable_max
+
+    path = registry.champion(ROOT / "models")
+    m = registry.load_bundle(path)
+    assert m.synthetic_training_data and m.promotion is not None
+    assert m.promotion.forced == (not m.promotion.beats_baselines)
+    em = load_json(EnsembleManifest, path / "ensemble" / "ensemble.json")
+    assert em.calibrator is not None and em.calibrator.method == "vector"
+    assert min(reachable_max(em.calibrator)) > 0.55
+    assert em.held_out.ece is not None and em.held_out.ece_uncalibrated is not None
+    assert em.exit_outcomes and all(o.share_time > 0.9 for o in em.exit_outcomes)

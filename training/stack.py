@@ -8,8 +8,11 @@ manifest: the trees (`train_direction_model`), the three nets (`train_sequence_m
 and the regime classifier. The ensemble's calibrator is then fitted on the first part of
 the held-out rows from the exported ONNX members (the very files the engine serves), and
 the ensemble is scored on the rest against the baselines. The bundle manifest is written
-last; `esml.alpha.registry.publish` moves the bundle into place and points `champion` at it.
-Any failure removes the staging directory and leaves the champion as it was.
+last; `esml.alpha.registry.publish` moves the bundle into place and points `champion` at it
+only when the ensemble beats every baseline on those rows (`StackParams.promotion_metrics`,
+`promotion_margin`; `esml.alpha.bundle_manifest.judge_promotion`) or `force` says so, which
+bundle.json's `promotion` then records. Any failure removes the staging directory and leaves
+the champion as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -35,22 +39,25 @@ from esml.alpha.bundle_manifest import (
     HeldOutScores,
     MemberKind,
     MetricInterval,
+    Promotion,
     RegimeFold,
     RegimeManifest,
+    judge_promotion,
     load_json,
     save_json,
 )
+from esml.alpha.calibration import expected_calibration_error, reachable_max
 from esml.alpha.ensemble import EnsembleConfig, ensemble_batch, fit_ensemble_calibrator
+from esml.alpha.exit_outcomes import ExitPlan, exit_plan_outcomes
 from esml.alpha.manifest import MANIFEST_FILE, MODEL_FILE, file_sha256, write_atomic
-from esml.alpha.model import OnnxAlphaModel
 from esml.alpha.regime import fit_regime_classifier
 from esml.alpha.regime_config import RegimeConfig
 from esml.alpha.registry import discard, publish, staging_dir
-from esml.alpha.sequence_model import OnnxSequenceModel
 from esml.alpha.splits import holdout_split, walk_forward_split
-from esml.alpha.torch_train import WINDOWS, TrainParams, train_sequence_model
+from esml.alpha.torch_train import TrainParams, train_sequence_model
 from esml.alpha.xgb import XGBParams, train_direction_model
 from esml.config import EsmlConfig
+from esml.evaluation.bundle_scoring import served_proba
 from esml.evaluation.datasets import EvalDataset, Rows, Source, build_rows
 from esml.evaluation.model_eval import (
     BASELINE_LABELS,
@@ -63,13 +70,12 @@ from esml.evaluation.model_eval import (
     baseline_predictions,
     block_rows,
     metrics_from_sums,
-    ofi_columns,
     row_stats,
     score_models,
 )
 from esml.evaluation.model_eval import FoldRows as EvalFold
 from esml.features.dataset import events_sha256
-from esml.features.labels import REGIMES
+from esml.features.labels import DOWN, REGIMES, UP
 from esml.market.events import is_synthetic
 
 STACK_MODELS: tuple[MemberKind, ...] = (
@@ -107,6 +113,13 @@ class StackParams(BaseModel):
     embargo_s: float = Field(30.0, ge=0)
     n_boot: int = Field(500, ge=100)
     seed: int = 7
+    promotion_metrics: tuple[Literal["accuracy", "macro_f1", "log_loss", "brier"], ...] = (
+        "log_loss",
+        "accuracy",
+    )
+    promotion_margin: float = Field(0.0, ge=0)
+    """The ensemble becomes champion only if, against every baseline and on every
+    promotion metric, the lower end of its improvement's 95% interval exceeds this."""
 
     @field_validator("models")
     @classmethod
@@ -134,6 +147,16 @@ class StackResult:
     manifest: BundleManifest
     ensemble: EnsembleManifest | None
 
+    @property
+    def promotion(self) -> Promotion:
+        assert self.manifest.promotion is not None  # train_stack always judges
+        return self.manifest.promotion
+
+    @property
+    def champion(self) -> bool:
+        """Whether the bundle was made the champion (earned or forced)."""
+        return self.promotion.beats_baselines or self.promotion.forced
+
 
 def train_stack(
     sources: Mapping[str, np.ndarray],
@@ -143,9 +166,11 @@ def train_stack(
     synthetic: bool,
     params: StackParams | None = None,
     keep: int = 2,
+    force: bool = False,
     progress: Progress | None = None,
 ) -> StackResult:
-    """Train, verify and publish one bundle under `root`; it becomes the champion."""
+    """Train, verify and publish one bundle under `root`; it becomes the champion if it
+    beats the baselines on its held-out rows, or if `force`."""
     started = time.perf_counter()
     params = (params or StackParams()).seeded()
     if not sources:
@@ -179,6 +204,7 @@ def train_stack(
     try:
         members: list[BundleMember] = []
         served: dict[str, tuple[Path, str, str]] = {}  # model → (dir, version, onnx sha)
+        held_out: HeldOutScores | None = None
         for kind in models:
             _describe(progress, overall, f"stack: {MODEL_LABELS.get(kind, kind)}")
             out = staged / kind
@@ -214,6 +240,7 @@ def train_stack(
                     rows, cutoff_ns, held, out, cfg, params, served, sources, synthetic
                 )
                 members.append(_member(kind, out, ENSEMBLE_FILE, e.version))
+                held_out = e.held_out
             if kind != ENSEMBLE:
                 members.append(_member(kind, out, MANIFEST_FILE, served[kind][1]))
             _advance(progress, overall)
@@ -240,9 +267,13 @@ def train_stack(
             members=members,
             left_out=left_out,
             parameters=params.model_dump(mode="json"),
+            promotion=judge_promotion(
+                held_out, params.promotion_metrics, params.promotion_margin, forced=force
+            ),
         )
         save_json(bundle, staged / BUNDLE_FILE)
-        path = publish(staged, Path(root), name, keep=keep)
+        p = bundle.promotion
+        path = publish(staged, Path(root), name, keep=keep, champion=p.beats_baselines or force)
     except BaseException:
         discard(staged)
         raise
@@ -398,7 +429,7 @@ def _train_ensemble(
         horizon_ns=horizon_ns,
         embargo_ns=embargo_ns,
     )
-    probas = np.stack([_served_proba(n, served[n][0], rows, held) for n in names], axis=1)
+    probas = np.stack([served_proba(n, served[n][0], rows, held) for n in names], axis=1)
     cal, test = held[split.train], held[split.test]
     tick = cfg.instrument_spec.tick_size
     calibrator = fit_ensemble_calibrator(
@@ -409,14 +440,16 @@ def _train_ensemble(
     )
     pre = np.flatnonzero(rows.ts_ns + horizon_ns < cutoff_ns)
     fold = EvalFold(fit=pre, calibration=np.zeros(0, np.int64), test=test)
-    ofi = rows.x[:, ofi_columns(rows.feature_names)]
     predictions = {
         ENSEMBLE: (batch.proba, batch.direction.astype(np.int64)),
-        **baseline_predictions(rows.y, rows.prev_y, ofi, fold, params.seed),
+        **baseline_predictions(rows, fold, params.seed),
     }
     block = block_rows(len(test), 60.0, cfg.features.decision_interval_s)
     scores, comparisons = score_models(
         rows.y[test], predictions, BASELINES, block=block, n_boot=params.n_boot, seed=params.seed
+    )
+    raw = ensemble_batch(
+        ecfg, names, rows.ts_ns[test], rows.mid[test], probas[split.test], tick, None
     )
     held_out = HeldOutScores(
         rows=len(test),
@@ -425,6 +458,10 @@ def _train_ensemble(
         metrics=_intervals(scores[ENSEMBLE].metrics),
         baselines={b: _intervals(scores[b].metrics) for b in BASELINES},
         verdicts=[c.sentence("the ensemble", BASELINE_LABELS[c.baseline]) for c in comparisons],
+        improvements={c.baseline: _intervals(c.improvement) for c in comparisons},
+        ece=expected_calibration_error(batch.proba, rows.y[test]),
+        ece_uncalibrated=expected_calibration_error(raw.proba, rows.y[test]),
+        reachable_max=reachable_max(calibrator) if calibrator is not None else None,
     )
     body = calibrator.model_dump_json() if calibrator is not None else ""
     manifest = EnsembleManifest(
@@ -449,10 +486,34 @@ def _train_ensemble(
         calibration_first_ts_ns=int(rows.ts_ns[cal[0]]),
         calibration_last_ts_ns=int(rows.ts_ns[cal[-1]]),
         held_out=held_out,
+        exit_outcomes=[
+            exit_plan_outcomes(
+                rows.ts_ns[test],
+                rows.mid[test],
+                batch.proba[:, UP],
+                batch.proba[:, DOWN],
+                tick,
+                plan,
+            )
+            for plan in exit_plans(cfg)
+        ],
     )
     out.mkdir(parents=True, exist_ok=True)
     save_json(manifest, out / ENSEMBLE_FILE)
     return manifest
+
+
+def exit_plans(cfg: EsmlConfig) -> list[ExitPlan]:
+    """The distinct exit plans the engine runs: each session budget's bracket with the
+    time exit at the prediction horizon (none when the time exit is off: a plan without
+    one is not what the held-out walk values, so no outcomes are recorded)."""
+    if not cfg.execution.exits.time_exit:
+        return []
+    brackets = sorted({(b.stop_ticks, b.target_ticks) for b in cfg.risk.budgets.values()})
+    return [
+        ExitPlan(stop_ticks=s, target_ticks=t, time_exit_s=cfg.features.horizon_s)
+        for s, t in brackets
+    ]
 
 
 def _provenance(
@@ -477,23 +538,6 @@ def _provenance(
         "data_sha256": {n: events_sha256(ev) for n, ev in events.items()},
         "instrument": cfg.instrument,
     }
-
-
-def _served_proba(name: str, directory: Path, rows: Rows, idx: np.ndarray) -> np.ndarray:
-    """Probabilities of the exported ONNX model, loaded as the engine loads it."""
-    if name == "trees":
-        model = OnnxAlphaModel.load(
-            directory, feature_names=rows.feature_names, feature_version=rows.feature_version
-        )
-        return model.predict_proba(rows.x[idx]).astype(np.float64)
-    spec, _ = WINDOWS[name]
-    net = OnnxSequenceModel.load(
-        directory, window_name=spec.name, window_version=spec.version, step_names=spec.step_names
-    )
-    p = np.concatenate(
-        [net.predict_proba(rows.windows[name][idx[k : k + 1024]]) for k in range(0, len(idx), 1024)]
-    )
-    return p.astype(np.float64)
 
 
 def _intervals(metrics: Mapping[str, Interval]) -> dict[str, MetricInterval]:

@@ -15,6 +15,10 @@ queue-reactive simulator:
 
     python training/train.py --stack --data FILE --out models
     python training/train.py --stack --local --synthetic-days 3 --keep 1 --out models
+
+A stack bundle becomes the champion only when its ensemble beats every baseline on its
+held-out rows (`--promotion-margin`); otherwise it is kept beside the champion, the command
+says why and exits 3. `--force` makes it the champion anyway, and its bundle.json says so.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from esml.alpha.bundle_manifest import promotion_line
 from esml.alpha.manifest import ModelManifest
 from esml.alpha.params import TrainParams, XGBParams
 from esml.config import EsmlConfig, FeatureConfig, load_config
@@ -46,6 +51,8 @@ if TYPE_CHECKING:
 if __package__ in (None, ""):  # run as a script: make the `training` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+NOT_PROMOTED = 3
+"""Exit status of a stack that trained but did not earn promotion (the champion stays)."""
 DEFAULT_LOCAL_DAYS = 5
 DEFAULT_STACK_START = "2024-03-04"
 DBN_SUFFIXES = (".dbn", ".dbn.zst")
@@ -95,6 +102,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="comma-separated subset of trees,tick_lstm,bar_lstm,deeplob,regime,ensemble",
     )
     stack.add_argument("--keep", type=int, default=2, help="bundles kept under --out (>= 1)")
+    stack.add_argument(
+        "--force",
+        action="store_true",
+        help="make the bundle the champion even if it does not beat the baselines "
+        "(bundle.json records promotion.forced)",
+    )
+    stack.add_argument(
+        "--promotion-margin",
+        type=float,
+        default=0.0,
+        help="how far the lower end of each improvement's 95%% interval must clear zero",
+    )
     stack.add_argument(
         "--synthetic-start", default=DEFAULT_STACK_START, help="first SYNTHETIC trade date"
     )
@@ -246,11 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     env = {} if args.local else os.environ
     try:
-        run(args, env)
+        result = run(args, env)
     except (ValueError, OSError) as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)
         return 2
-    return 0
+    stack_not_promoted = not isinstance(result, ModelManifest) and not result.champion
+    return NOT_PROMOTED if stack_not_promoted else 0
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> ModelManifest | StackResult:
@@ -325,6 +345,7 @@ def run_stack(
             **{**base.nets.model_dump(), **{k: v for k, v in nets.items() if v is not None}}
         ),
         "seed": args.seed,
+        "promotion_margin": args.promotion_margin,
     }
     if args.models:
         fields["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
@@ -347,6 +368,7 @@ def run_stack(
             synthetic=days is not None,
             params=params,
             keep=args.keep,
+            force=args.force,
             progress=progress,
         )
     report_stack(result)
@@ -370,7 +392,9 @@ def _progress() -> Progress:
 def report_stack(result: StackResult) -> None:
     m = result.manifest
     label = " (SYNTHETIC training data)" if m.synthetic_training_data else ""
-    console.print(f"champion {m.version} → {result.path}{label}")
+    role = "champion" if result.champion else "bundle (not the champion)"
+    console.print(f"{role} {m.version} → {result.path}{label}")
+    console.print(f"  {promotion_line(m)}", highlight=False)
     for kind, why in m.left_out.items():
         console.print(f"  {kind}: {why}")
     if result.ensemble is not None:

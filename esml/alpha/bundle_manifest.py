@@ -3,11 +3,26 @@ regime classifier, the ensemble, and the bundle that ties one model directory to
 
 Every manifest is strict (unknown keys are errors) and names the files it vouches for by
 sha256, so a bundle that loads is the bundle that was trained and scored.
+
+A champion must earn its promotion. bundle.json's `promotion` says how this bundle was
+judged on its held-out rows (`training/stack.py`):
+
+    "promotion": {"forced": false, "beats_baselines": true, "margin": 0.0,
+                  "metrics": ["log_loss", "accuracy"], "shortfalls": []}
+
+`beats_baselines` is true when, for every baseline and every metric listed, the lower end
+of the paired 95% block-bootstrap interval of the ensemble's improvement exceeds `margin`;
+`shortfalls` names each (metric, baseline) where it does not. Only such a bundle becomes
+the champion, unless `--force` made it one anyway (`forced`: true, recorded only when the
+bundle did not earn it). A bundle from before
+the gate has no `promotion` (None): not judged. `promotion_line` is what `esml demo` and
+every status line print.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -16,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from esml.alpha.calibration import MulticlassCalibrator
 from esml.alpha.ensemble import EnsembleConfig
+from esml.alpha.exit_outcomes import ExitOutcomes
 from esml.alpha.manifest import ModelFileError, Sha256, write_atomic
 from esml.alpha.regime_config import RegimeConfig
 
@@ -44,6 +60,15 @@ class HeldOutScores(_Strict):
     metrics: dict[str, MetricInterval]
     baselines: dict[str, dict[str, MetricInterval]]
     verdicts: list[str]  # plain-language: beats / does not beat each baseline
+    improvements: dict[str, dict[str, MetricInterval]] = Field(default_factory=dict)
+    """baseline → metric → the ensemble's improvement (positive = better) with its paired
+    interval; empty in manifests written before the promotion gate."""
+    ece: float | None = None
+    """Top-label expected calibration error (15 bins) of the calibrated ensemble here."""
+    ece_uncalibrated: float | None = None
+    """The same of the raw weighted mixture, before the calibrator."""
+    reachable_max: list[float] | None = None
+    """Per class (down, flat, up): the highest calibrated probability reachable anywhere."""
 
 
 class RegimeFold(_Strict):
@@ -107,6 +132,57 @@ class EnsembleManifest(_Timed):
     calibration_first_ts_ns: int
     calibration_last_ts_ns: int
     held_out: HeldOutScores
+    exit_outcomes: list[ExitOutcomes] = Field(default_factory=list)
+    """Held-out outcomes of each session's exit plan (the expected-move gate reads them);
+    empty in manifests written before they were recorded."""
+
+
+class Promotion(_Strict):
+    """How a bundle was judged for promotion (see the module docstring)."""
+
+    forced: bool
+    beats_baselines: bool
+    margin: float = Field(ge=0)
+    metrics: list[str] = Field(min_length=1)
+    shortfalls: list[str]
+
+
+def judge_promotion(
+    held_out: HeldOutScores | None, metrics: Sequence[str], margin: float, *, forced: bool
+) -> Promotion:
+    """The verdict on held-out scores: every improvement's lower bound above `margin`.
+    `forced` is recorded only where the force was needed (the bundle did not earn it)."""
+    if held_out is None:
+        shortfalls = ["no ensemble was trained, so nothing was scored against the baselines"]
+    elif not held_out.improvements:
+        shortfalls = ["the held-out scores hold no paired improvements over the baselines"]
+    else:
+        shortfalls = [
+            f"{m} vs {base}: {iv.value:+.4f} [{iv.low:+.4f}, {iv.high:+.4f}]"
+            for base, by_metric in held_out.improvements.items()
+            for m in metrics
+            if (iv := by_metric[m]).low <= margin
+        ]
+    return Promotion(
+        forced=forced and bool(shortfalls),
+        beats_baselines=not shortfalls,
+        margin=margin,
+        metrics=list(metrics),
+        shortfalls=shortfalls,
+    )
+
+
+def promotion_line(manifest: BundleManifest) -> str:
+    """One line on how the bundle became champion, for `esml demo` and status lines."""
+    p = manifest.promotion
+    if p is None:
+        return "promotion: not judged (the bundle predates the promotion gate)"
+    rule = f"{' and '.join(p.metrics)} beyond a margin of {p.margin:g}"
+    if p.beats_baselines:
+        return f"promotion: earned: beats every baseline on held-out {rule}"
+    why = "; ".join(p.shortfalls[:3]) + ("; ..." if len(p.shortfalls) > 3 else "")
+    head = "FORCED (--force): it" if p.forced else "NOT promoted: it"
+    return f"promotion: {head} does not beat the baselines on held-out {rule} ({why})"
 
 
 class BundleMember(_Strict):
@@ -134,6 +210,7 @@ class BundleManifest(_Timed):
     members: list[BundleMember] = Field(min_length=1)
     left_out: dict[str, str]  # model → why this bundle has none
     parameters: dict[str, object]
+    promotion: Promotion | None = None  # None: written before the promotion gate
 
 
 def save_json(model: BaseModel, path: Path) -> Path:

@@ -6,10 +6,25 @@ than it says. A calibrator maps each class's probability through a monotone curv
 one-vs-rest on a calibration fold that the model never trained on, then renormalises the
 row to sum to one. Fitting takes only that fold's rows: pass nothing else in.
 
+- vector scaling (the default; Guo et al. 2017, the diagonal case of Kull et al.'s
+  Dirichlet calibration): softmax(a * log p + b), one scale a_c and one bias b_c per class,
+  fitted jointly by multinomial log loss. Parametric (2k numbers), so a short or one-sided
+  fold cannot bend it into a corner, and bounded (A_BOUNDS, B_BOUND) so it can never lock a
+  class out: at the simplex corner p_c -> 1 every other log p goes to log(1e-12), and with
+  a >= 0.25 and |b| <= 2, z_c - z_o >= 0.25 * 27.6 - 4 > 2.9, so the calibrated p_c there is
+  above 0.89 for every class (`reachable_max` measures it; a test holds it).
 - isotonic: a monotone piecewise-linear curve (sklearn's pool-adjacent-violators fit, read by
-  linear interpolation between its thresholds): flexible, needs a few hundred rows.
+  linear interpolation between its thresholds), extended from its first knot to (0, 0) and
+  from its last to (1, 1): the fold's curve was only ever learnt on the inputs it saw, and
+  clamping it flat beyond them is what locked a side out of the shipped bundle (its down
+  curve topped out at 0.408). Flexible, so it needs `MIN_ROWS["isotonic"]` rows.
 - Platt: a sigmoid of the logit, fitted with Platt's smoothed targets (N+ + 1)/(N+ + 2)
   and 1/(N- + 2): two parameters per class, safe on small folds.
+
+`reachable_max` is the highest calibrated probability each class can reach anywhere on the
+input simplex (a lattice search); a calibrator for which some class cannot clear a
+confidence floor would silence that side of the book, and `fit_calibrator` refuses to
+return one.
 
 Fitting needs scipy and scikit-learn (the `ml` extra) and imports them when it runs;
 applying a fitted calibrator needs numpy only, so the tick engine's image serves without them.
@@ -26,16 +41,29 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-CalibrationMethod = Literal["isotonic", "platt"]
+CalibrationMethod = Literal["vector", "isotonic", "platt"]
 PROBABILITY_FLOOR = 1e-6
 """Every calibrated probability is at least this before renormalising: an isotonic curve
 can reach exactly 0, and a zero probability makes one surprise cost infinite log loss."""
 
 _EPS = 1e-12
+A_BOUNDS = (0.25, 4.0)
+"""Vector scaling's per-class scale on log p: positive (monotone), and not so flat that
+the model's opinion is ignored."""
+B_BOUND = 2.0
+"""Vector scaling's per-class bias bound: a prior shift of at most e^4 between two classes."""
+MIN_ROWS = {"vector": 300, "platt": 200, "isotonic": 2000}
+"""Fewest calibration rows a method is fitted on: a curve fitted on a few minutes of one
+trend learns that trend, not the model's reliability."""
+REACHABLE_FLOOR = 0.6
+"""Every class must reach at least this calibrated probability somewhere on the simplex
+(above the default 0.55 confidence floor), or `fit_calibrator` refuses the fit."""
+_LATTICE_STEPS = 200
 
 
 class _ClassCurve(BaseModel):
-    """One class's curve: isotonic knots (x, y) or Platt's (a, b) in sigmoid(a * logit + b)."""
+    """One class's curve: isotonic knots (x, y), Platt's (a, b) in sigmoid(a * logit + b),
+    or vector scaling's (a, b) in the logit a * log p + b that the softmax reads."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -70,10 +98,19 @@ class MulticlassCalibrator(BaseModel):
         numpy's per-call overhead would cost more than the arithmetic."""
         if len(proba) != self.n_classes:
             raise ValueError(f"probabilities must have {self.n_classes} classes, got {len(proba)}")
+        if not all(math.isfinite(x) and 0.0 <= x <= 1.0 for x in proba):
+            raise ValueError("probabilities must be finite and within [0, 1]")
+        if self.method == "vector":
+            pairs = zip(proba, self.curves, strict=True)
+            z = [c.a * math.log(max(x, _EPS)) + c.b for x, c in pairs]
+            top = max(z)
+            e = [math.exp(v - top) for v in z]
+            total = sum(e)
+            out = [max(v / total, PROBABILITY_FLOOR) for v in e]
+            norm = sum(out)
+            return [v / norm for v in out]
         out = []
         for x, curve in zip(proba, self.curves, strict=True):
-            if not (math.isfinite(x) and 0.0 <= x <= 1.0):
-                raise ValueError("probabilities must be finite and within [0, 1]")
             if self.method == "isotonic":
                 v = _interp_one(x, curve.x, curve.y)
             else:
@@ -86,33 +123,131 @@ class MulticlassCalibrator(BaseModel):
 
 
 def fit_calibrator(
-    proba: np.ndarray, y: np.ndarray, method: CalibrationMethod
+    proba: np.ndarray,
+    y: np.ndarray,
+    method: CalibrationMethod,
+    *,
+    min_rows: int | None = None,
+    reachable_floor: float = REACHABLE_FLOOR,
+    tied: Sequence[Sequence[int]] = (),
 ) -> MulticlassCalibrator:
-    """Fit one-vs-rest curves on the calibration fold's probabilities [n, k] and labels [n]."""
-    from sklearn.isotonic import IsotonicRegression
-
+    """Fit on the calibration fold's probabilities [n, k] and labels [n]; refuse a fold
+    shorter than `min_rows` (default `MIN_ROWS[method]`) and a fit that leaves any class
+    unable to reach `reachable_floor`. Vector scaling only: the classes of each group in
+    `tied` share one curve (the ensemble ties down and up, so that the trend of the one
+    window it is fitted on does not become a lean for every later session)."""
     p = _check_proba(proba, None)
     k = p.shape[1]
     labels = _check_labels(y, len(p), k)
+    if method not in MIN_ROWS:
+        raise ValueError(f"method must be one of {sorted(MIN_ROWS)}, got {method!r}")
     absent = [c for c in range(k) if not np.any(labels == c)]
     if absent:
         raise ValueError(
-            f"the calibration fold has no rows of class {absent}; a one-vs-rest curve needs "
-            f"both outcomes for every class (use a longer fold)"
+            f"the calibration fold has no rows of class {absent}; a curve needs both "
+            f"outcomes for every class (use a longer fold)"
         )
-    curves = []
-    for c in range(k):
-        hit = (labels == c).astype(np.float64)
-        if method == "isotonic":
-            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-            iso.fit(p[:, c], hit)
-            curves.append(_ClassCurve(x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist()))
-        elif method == "platt":
-            a, b = _platt(_logit(p[:, c]), hit)
-            curves.append(_ClassCurve(a=a, b=b))
-        else:
-            raise ValueError(f"method must be 'isotonic' or 'platt', got {method!r}")
-    return MulticlassCalibrator(method=method, curves=curves, fitted_rows=len(p))
+    need = MIN_ROWS[method] if min_rows is None else min_rows
+    if len(p) < need:
+        raise ValueError(
+            f"{len(p)} calibration rows are too few for {method} calibration (at least "
+            f"{need}); use a longer calibration fold"
+        )
+    if method == "vector":
+        curves = _vector_scaling(p, labels, tied)
+    elif tied:
+        raise ValueError("only vector scaling can tie classes together")
+    else:
+        curves = [_one_vs_rest(p[:, c], (labels == c).astype(np.float64), method) for c in range(k)]
+    cal = MulticlassCalibrator(method=method, curves=curves, fitted_rows=len(p))
+    reach = reachable_max(cal)
+    short = {c: round(r, 4) for c, r in enumerate(reach) if r < reachable_floor}
+    if short:
+        raise ValueError(
+            f"the {method} calibrator fitted here caps class(es) {short} below "
+            f"{reachable_floor}: that side could never pass a confidence floor"
+        )
+    return cal
+
+
+def reachable_max(calibrator: MulticlassCalibrator, steps: int = _LATTICE_STEPS) -> list[float]:
+    """Per class, the highest calibrated probability anywhere on the input simplex: the
+    maximum over a lattice of raw rows with coordinates in multiples of 1/`steps` (the
+    corners included). A class whose maximum is below the confidence floor can never
+    trade, whatever the models say."""
+    k = calibrator.n_classes
+    if k > 4:
+        raise ValueError(f"the lattice search is for up to 4 classes, got {k}")
+    steps = steps if k < 4 else min(steps, 40)
+    best = [0.0] * k
+    for row in _lattice(k, steps):
+        for c, v in enumerate(calibrator.transform_one(row)):
+            best[c] = max(best[c], v)
+    return best
+
+
+def _lattice(k: int, steps: int) -> list[list[float]]:
+    """Every point of the simplex with k coordinates in multiples of 1/steps."""
+    return [[i / steps for i in point] for point in _compositions(k, steps)]
+
+
+def _compositions(k: int, total: int) -> list[list[int]]:
+    if k == 1:
+        return [[total]]
+    return [[i, *rest] for i in range(total + 1) for rest in _compositions(k - 1, total - i)]
+
+
+def _one_vs_rest(score: np.ndarray, hit: np.ndarray, method: str) -> _ClassCurve:
+    """One class's isotonic curve (extended to the corners) or Platt sigmoid."""
+    if method == "platt":
+        a, b = _platt(_logit(score), hit)
+        return _ClassCurve(a=a, b=b)
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score, hit)
+    xs, ys = iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist()
+    if xs[0] > 0.0:
+        xs, ys = [0.0, *xs], [0.0, *ys]
+    if xs[-1] < 1.0:
+        xs, ys = [*xs, 1.0], [*ys, 1.0]
+    return _ClassCurve(x=xs, y=ys)
+
+
+def _vector_scaling(
+    p: np.ndarray, labels: np.ndarray, tied: Sequence[Sequence[int]] = ()
+) -> list[_ClassCurve]:
+    """(a, b) per class minimising the multinomial log loss of softmax(a * log p + b),
+    within A_BOUNDS and +-B_BOUND (L-BFGS-B); the classes of each group in `tied` share
+    one (a, b)."""
+    from scipy.optimize import minimize
+
+    n, k = p.shape
+    group = list(range(k))
+    for members in tied:
+        for c in members:
+            group[c] = members[0]
+    free = sorted(set(group))
+    # [k, g] map from the free parameters to the classes
+    share = np.array([[1.0 if group[c] == f else 0.0 for f in free] for c in range(k)])
+    g = len(free)
+    logp = np.log(np.maximum(p, _EPS))
+    onehot = np.eye(k)[labels]
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b = share @ theta[:g], share @ theta[g:]
+        z = logp * a + b
+        z -= z.max(axis=1, keepdims=True)
+        log_q = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        resid = (np.exp(log_q) - onehot) / n
+        grad = np.concatenate([(resid * logp).sum(axis=0) @ share, resid.sum(axis=0) @ share])
+        return float(-(onehot * log_q).sum() / n), grad
+
+    bounds = [A_BOUNDS] * g + [(-B_BOUND, B_BOUND)] * g
+    fit = minimize(loss, np.r_[np.ones(g), np.zeros(g)], jac=True, method="L-BFGS-B", bounds=bounds)
+    if not np.all(np.isfinite(fit.x)):
+        raise ValueError("vector scaling did not converge to finite parameters")
+    a, b = share @ fit.x[:g], share @ fit.x[g:]
+    return [_ClassCurve(a=float(x), b=float(y)) for x, y in zip(a, b, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ Each model votes for its most probable class with its weight; the ensemble's dir
 the class that gathers at least `min_agreement` of the total weight (which must be more
 than half, so two classes can never both reach it), and FLAT otherwise. Its probabilities
 are the weighted mean of the models' probabilities, passed through a calibrator fitted on
-a calibration fold; its confidence is the calibrated probability of the agreed direction
-(0 when too few models agree).
+a calibration fold (vector scaling by default: parametric and bounded, so no class can be
+locked out; `esml.alpha.calibration`); its confidence is the calibrated probability of the
+agreed direction (0 when too few models agree).
 
 The meta-learner multiplies each configured weight by exp(sharpness * (accuracy - 1/3)),
 where accuracy is the model's hit rate over the latest `meta_window` resolved decisions,
@@ -50,7 +51,10 @@ class EnsembleConfig(BaseModel):
     meta_window: int = Field(300, ge=1)
     meta_prior: float = Field(30.0, ge=0)
     meta_sharpness: float = Field(6.0, ge=0)
-    calibration: Literal["isotonic", "platt", "none"] = "isotonic"
+    calibration: Literal["vector", "isotonic", "platt", "none"] = "vector"
+    direction_neutral: bool = True
+    """Vector scaling: down and up share one curve, so the calibrator corrects the models'
+    confidence but cannot turn the trend of its calibration window into a lean."""
 
     @field_validator("weights")
     @classmethod
@@ -245,7 +249,8 @@ def fit_ensemble_calibrator(
     y, valid = direction_labels(
         np.asarray(ts_ns), np.asarray(mid), cfg.horizon_s, cfg.dead_zone_ticks, tick_size
     )
-    return fit_calibrator(raw.proba[valid], y[valid].astype(np.int64), cfg.calibration)
+    tied = ((DOWN, UP),) if cfg.direction_neutral and cfg.calibration == "vector" else ()
+    return fit_calibrator(raw.proba[valid], y[valid].astype(np.int64), cfg.calibration, tied=tied)
 
 
 # ---------------------------------------------------------------------------- internals

@@ -11,11 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 from esml.alpha.bundle import TREES, ServedBundle
+from esml.alpha.exit_outcomes import ExitOutcomes
 from esml.alpha.inputs import ModelInputs
 from esml.alpha.strategy import Signal
 from esml.market.side import Side
 
 _SIDES = {"up": Side.BUY, "down": Side.SELL, "flat": None}
+
+
+def exit_outcomes_of(strategy: object) -> list[ExitOutcomes]:
+    """The held-out exit-plan outcomes a strategy's bundle ships (none for other kinds)."""
+    if isinstance(strategy, EnsembleStrategy):
+        return list(strategy.served.ensemble_manifest.exit_outcomes)
+    return []
 
 
 class EnsembleStrategy:

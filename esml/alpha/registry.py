@@ -54,9 +54,10 @@ def staging_dir(root: Path, name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-", dir=root))
 
 
-def publish(staged: Path, root: Path, name: str, *, keep: int = 2) -> Path:
-    """Move a complete staged bundle to root/name, make it the champion, and prune all but
-    the newest `keep` bundles (the champion always stays)."""
+def publish(staged: Path, root: Path, name: str, *, keep: int = 2, champion: bool = True) -> Path:
+    """Move a complete staged bundle to root/name, make it the champion (unless `champion`
+    is False: a bundle that did not earn promotion stays beside it, for inspection), and
+    prune all but the newest `keep` bundles (the champion and the new bundle always stay)."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     check_name(name)
@@ -67,8 +68,9 @@ def publish(staged: Path, root: Path, name: str, *, keep: int = 2) -> Path:
     staged.chmod(0o755)  # mkdtemp made it private; a bundle is for every reader
     os.rename(staged, final)
     _fsync_dir(root)
-    write_atomic(root / CHAMPION_FILE, f"{name}\n".encode())
-    prune(root, keep)
+    if champion:
+        write_atomic(root / CHAMPION_FILE, f"{name}\n".encode())
+    prune(root, keep, spare=name)
     return final
 
 
@@ -138,10 +140,13 @@ def bundles(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: ((p / BUNDLE_FILE).stat().st_mtime_ns, p.name))
 
 
-def prune(root: Path, keep: int) -> list[Path]:
-    """Delete the oldest bundles beyond `keep`, never the champion; returns what went."""
-    current = (Path(root) / CHAMPION_FILE).read_text().strip()
-    older = [p for p in bundles(root) if p.name != current]
+def prune(root: Path, keep: int, spare: str | None = None) -> list[Path]:
+    """Delete the oldest bundles beyond `keep`, never the champion nor `spare`; returns
+    what went."""
+    current = champion_name(root)
+    older = [p for p in bundles(root) if p.name not in (current, spare)]
+    if spare is not None and spare != current:
+        keep -= 1  # the spared bundle takes one of the `keep` places
     doomed = older[: max(0, len(older) - (keep - 1))]
     for p in doomed:
         shutil.rmtree(p)

@@ -26,7 +26,16 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from esml.cli import data_cmd, live_cmd, models_cmd, monitor_cmd, sim_cmd, train_cmd
+from esml.cli import (
+    bars_cmd,
+    data_cmd,
+    live_cmd,
+    models_cmd,
+    monitor_cmd,
+    score_cmd,
+    sim_cmd,
+    train_cmd,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,12 +51,14 @@ app = typer.Typer(
     "`esml demo`; docs/quickstart.md walks through the first hour.",
 )
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(bars_cmd.app, name="bars")
 app.add_typer(sim_cmd.app, name="sim")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(train_cmd.train_app, name="train")
 app.add_typer(train_cmd.evaluate_app, name="evaluate")
 app.command("live")(live_cmd.live)
 app.command("monitor")(monitor_cmd.monitor)
+app.command("score")(score_cmd.score)
 console = Console(soft_wrap=True)
 
 DEFAULT_ES_FILE = Path("data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
@@ -216,6 +227,7 @@ def demo(
 
 
 def _describe_models(served: Served) -> None:
+    from esml.alpha.bundle_manifest import promotion_line
     from esml.alpha.ensemble_strategy import EnsembleStrategy
 
     s = served.strategy
@@ -225,6 +237,7 @@ def _describe_models(served: Served) -> None:
     members = ", ".join(f"{m} x{w:g}" for m, w in s.served.ensemble.cfg.weights.items())
     label = " (trained on SYNTHETIC data)" if served.synthetic else ""
     console.print(f"serving bundle {s.name}{label}: ensemble of {members}")
+    console.print(f"  {promotion_line(s.served.manifest)}", highlight=False)
     for verdict in s.served.ensemble_manifest.held_out.verdicts:
         console.print(f"  held out: {verdict}")
 

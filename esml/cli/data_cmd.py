@@ -27,18 +27,25 @@ STORE_OPTION = typer.Option(..., "--store", envvar="ESML_STORE", help="store dir
 
 @app.command()
 def ingest(
-    paths: list[Path] = typer.Argument(..., help="DBN (.dbn, .dbn.zst) or tick CSV files"),
+    paths: list[Path] = typer.Argument(
+        ..., help="DBN (.dbn, .dbn.zst), tick CSV, Sierra Chart bar exports or Lean bar zips"
+    ),
     store: Path = STORE_OPTION,
     symbol: str | None = typer.Option(
         None, "--symbol", help="contract of CSV ticks whose file name does not say, e.g. ESU1"
     ),
 ) -> None:
     """Add files to the store: all of them or, if one is bad, none."""
+    from esml.data.bar_store import is_bar_file, load_bar_files, write_bar_files
     from esml.data.dbn import DataFileError
     from esml.data.store import ingest as store_ingest
 
+    bar_files = [p for p in paths if is_bar_file(p)]
     try:
-        results = store_ingest(store, paths, symbol=symbol)
+        loaded = load_bar_files(bar_files)  # checked before anything is written
+        others = [p for p in paths if p not in bar_files]
+        results = store_ingest(store, others, symbol=symbol) if others or not loaded else []
+        bars = write_bar_files(store, loaded)
     except DataFileError as e:
         console.print(f"[red]{e}[/red]\nnothing was added to {store}")
         raise typer.Exit(2) from e
@@ -48,6 +55,10 @@ def ingest(
     for r in results:
         table.add_row(r.path.name, r.schema, " ".join(r.instruments), _days(r.dates),
                       f"{r.rows:,}", r.status)  # fmt: skip
+    for b in bars:
+        span = f"{_utc(b.ts_min)} .. {_utc(b.ts_max)} UTC"
+        table.add_row(b.path.name, b.format, " ".join(b.instruments), span, f"{b.rows:,}",
+                      b.status)  # fmt: skip
     console.print(table)
 
 

@@ -39,6 +39,7 @@ evaluate_app = typer.Typer(add_completion=False, help=__doc__)
 DEFAULT_ES_FILE = Path("data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
 DEFAULT_DOC = Path("docs/model-evaluation.md")
 DATASETS = ("lobster", "es", "synthetic")
+BUDGETS = ("default", "full")
 ONLY_HELP = f"data sets to evaluate (repeatable), of {', '.join(DATASETS)}"
 
 
@@ -85,8 +86,16 @@ def evaluate(
         help="hours per generated day, from 07:30 CT (the first hour warms up minute bars)",
     ),
     folds: int = typer.Option(3, min=1, max=10, help="walk-forward test folds"),
-    epochs: int = typer.Option(3, min=1, help="most epochs per net per fold"),
-    batches: int = typer.Option(8, min=1, help="most batches of 256 windows per net epoch"),
+    budget_name: str = typer.Option(
+        "default",
+        "--budget",
+        help="default: minutes on two cores; full: every model trains to convergence "
+        "(early stopping on a validation block), which takes far longer",
+    ),
+    epochs: int = typer.Option(3, min=1, help="default budget: most epochs per net per fold"),
+    batches: int = typer.Option(
+        8, min=1, help="default budget: most batches of 256 windows per net epoch"
+    ),
     n_boot: int = typer.Option(1000, min=100, help="block-bootstrap replicates"),
     seed: int = typer.Option(7, help="seed of every model and of the bootstrap"),
     out: Path = typer.Option(DEFAULT_DOC, "--out", help="the markdown report"),
@@ -118,9 +127,12 @@ def evaluate(
     except ValueError as e:
         console.print(f"[red]error:[/red] --synthetic-start must be YYYY-MM-DD: {e}")
         raise typer.Exit(2) from e
+    if budget_name not in BUDGETS:
+        console.print(f"[red]error:[/red] --budget must be one of {BUDGETS}")
+        raise typer.Exit(2)
     settings = EvalSettings(n_folds=folds, n_boot=n_boot, seed=seed)
     base = ModelBudget()
-    budget = ModelBudget(
+    budget = ModelBudget.full(seed) if budget_name == "full" else ModelBudget(
         trees=XGBParams(**{**base.trees.model_dump(), "random_state": seed}),
         nets=TrainParams(
             **{

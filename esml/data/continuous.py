@@ -15,6 +15,7 @@ the roll gap (the calendar spread) does not show up as a price move:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from datetime import date
 from typing import Literal
@@ -187,13 +188,31 @@ def continuous_bars(
         )
         return out if method == "none" else out.assign(adjustment=pd.Series(dtype=float))
 
-    # walking back from the newest contract, each roll's gap accumulates onto older bars
+    gaps = (
+        []
+        if method == "none"
+        else [
+            _roll_gap(old, old_bars, new, by_contract[new])
+            for (old, old_bars), (new, _) in itertools.pairwise(picked)
+        ]
+    )
+    return _assemble(picked, gaps, method, list(BAR_COLUMNS))
+
+
+def _assemble(
+    picked: list[tuple[Contract, pd.DataFrame]],
+    gaps: list[tuple[int | float, int | float]],
+    method: AdjustMethod,
+    columns: list[str],
+) -> pd.DataFrame:
+    """Concatenate each contract's leading bars, back-adjusted by the (new, old) price pair
+    measured at each roll: walking back from the newest contract, each roll's gap
+    accumulates onto older bars."""
     ratio = method == "ratio"
     adjust: list[int | float] = [1.0 if ratio else 0] * len(picked)
     rolls = range(len(picked) - 1) if method != "none" else range(0)
     for k in reversed(rolls):
-        (old, old_bars), (new, _) = picked[k], picked[k + 1]
-        new_close, old_close = _roll_gap(old, old_bars, new, by_contract[new])
+        new_close, old_close = gaps[k]
         if ratio:
             adjust[k] = adjust[k + 1] * new_close / old_close
         else:
@@ -201,7 +220,7 @@ def continuous_bars(
 
     parts = []
     for k, (contract, bars) in enumerate(picked):
-        part = bars[list(BAR_COLUMNS)].copy()
+        part = bars[columns].copy()
         if ratio:
             part[list(_PRICES)] = part[list(_PRICES)].astype(np.float64) * adjust[k]
         elif method == "difference":
@@ -214,3 +233,51 @@ def continuous_bars(
             part["adjustment"] = adjust[k]
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
+
+
+def chain_bars(
+    frames: Mapping[Contract, pd.DataFrame], method: AdjustMethod = "difference"
+) -> pd.DataFrame:
+    """One series from per-contract bars that already cover consecutive, non-overlapping
+    front-month periods (as Sierra Chart's per-contract exports do: each file runs to its
+    expiry and the next starts after it), switching at each contract's first bar.
+
+    With no bar of both contracts at one instant, the roll gap is measured from the old
+    contract's last close to the new one's first open; that also removes whatever the
+    market moved between those two bars (a weekend, when the switch is on expiry Friday),
+    so a label or a return across a roll is not to be trusted: `roll` marks the first bar
+    after each switch. Extra columns (bid/ask volume) are kept. Columns as `continuous_bars`."""
+    if method not in ("difference", "ratio", "none"):
+        raise ValueError(f"method must be difference, ratio or none, got {method!r}")
+    picked = sorted(((c, b) for c, b in frames.items() if len(b)), key=lambda cb: cb[0])
+    if not picked:
+        raise ValueError("no bars to chain")
+    if len({c.root for c, _ in picked}) > 1:
+        raise ValueError(f"bars of several roots {sorted({c.root for c, _ in picked})}")
+    for contract, bars in picked:
+        _check_bars(str(contract), bars)
+    for (old, a), (new, b) in itertools.pairwise(picked):
+        if int(b["ts"].iloc[0]) <= int(a["ts"].iloc[-1]):
+            raise ValueError(
+                f"{new} starts at {pd.Timestamp(int(b['ts'].iloc[0]), tz='UTC')}, before "
+                f"{old} ends: the periods overlap; use continuous_bars for overlapping bars"
+            )
+    gaps = [(b["open"].iloc[0].item(), a["close"].iloc[-1].item())
+            for (_, a), (_, b) in itertools.pairwise(picked)]  # fmt: skip
+    columns = list(picked[0][1].columns)
+    return _assemble(picked, gaps, method, columns)
+
+
+def roll_table(chained: pd.DataFrame) -> pd.DataFrame:
+    """The rolls of a chained or continuous series: when, from which contract to which,
+    and the back-adjustment in force on each side (the gap is their difference)."""
+    at = np.flatnonzero(chained["roll"].to_numpy())
+    rows = {
+        "ts": chained["ts"].to_numpy()[at],
+        "from_contract": chained["contract"].to_numpy()[at - 1],
+        "to_contract": chained["contract"].to_numpy()[at],
+    }
+    if "adjustment" in chained:
+        adj = chained["adjustment"].to_numpy()
+        rows["gap"] = adj[at - 1] - adj[at]
+    return pd.DataFrame(rows)

@@ -10,11 +10,13 @@ every gate but a halt: reducing risk is never blocked by a limit meant to stop a
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from esml.alpha.exit_outcomes import ExitOutcomes
 from esml.config import RiskConfig, SessionBudget
 from esml.decision.proposal import AccountState, Proposal, TradingState
 from esml.market.calendar import CHICAGO, Segment, session_segment
@@ -182,21 +184,45 @@ class ConfidenceGate:
 
 @dataclass(frozen=True)
 class ExpectedMoveGate:
-    """The move the models expect must pay for the round trip, with room to spare."""
+    """The move the trade can be expected to make must pay for the round trip, with room
+    to spare. With held-out outcomes of the exit plan that will really run (target, stop
+    and time exit: `esml.alpha.exit_outcomes`, shipped in the bundle), the move is what
+    trades rated like this one made on held-out rows; a bracket's p * target - q * stop
+    would price a trade that, when the time exit closes it first, does not happen. Without
+    outcomes for the session's plan (a model that ships none), the proposal's own estimate
+    is used."""
 
     round_trip_cost: float  # USD per contract: commission both sides plus a tick of slippage
     tick_value: float
     min_multiple: float
+    outcomes: tuple[ExitOutcomes, ...] = ()  # one per exit plan the sessions use
+    time_exit_s: float | None = None  # the engine's time exit, to find the session's plan
     name: str = "expected_move"
 
+    def plan_outcomes(self, budget: SessionBudget) -> ExitOutcomes | None:
+        """The held-out outcomes of the plan this session's bracket and time exit make."""
+        want = (budget.stop_ticks, budget.target_ticks, self.time_exit_s)
+        for o in self.outcomes:
+            if (o.plan.stop_ticks, o.plan.target_ticks, o.plan.time_exit_s) == want:
+                return o
+        return None
+
     def check(self, p: Proposal, acct: AccountState, budget: SessionBudget) -> str | None:
-        move = p.context.expected_move_ticks
-        if p.is_exit or move is None:
+        if p.is_exit:
+            return None
+        table = self.plan_outcomes(budget)
+        win = p.context.win_probability
+        if table is not None and win is not None:
+            move = table.expected_ticks(win)
+            what = f"held-out outcome ({table.plan.describe()}) at p {win:.2f}:"
+        else:
+            move, what = p.context.expected_move_ticks, "expected move"
+        if move is None:
             return None
         value = move * self.tick_value
         if value < self.min_multiple * self.round_trip_cost:
             return (
-                f"expected move ${value:.2f} under {self.min_multiple:g}x the round-trip cost "
+                f"{what} ${value:.2f} under {self.min_multiple:g}x the round-trip cost "
                 f"${self.round_trip_cost:.2f}"
             )
         return None
@@ -299,8 +325,16 @@ class GateStack:
 
     @classmethod
     def from_config(
-        cls, risk: RiskConfig, instrument: Instrument = ES, commission_per_side: float = 2.25
+        cls,
+        risk: RiskConfig,
+        instrument: Instrument = ES,
+        commission_per_side: float = 2.25,
+        *,
+        exit_outcomes: Sequence[ExitOutcomes] = (),
+        time_exit_s: float | None = None,
     ) -> GateStack:
+        """The gate stack of a configuration; `exit_outcomes` (a bundle's held-out outcomes
+        of its exit plans, with the engine's `time_exit_s`) price the expected move."""
         news = risk.news
         events = tuple(datetime.fromisoformat(e).replace(tzinfo=EASTERN) for e in news.events_et)
         round_trip = 2 * commission_per_side + instrument.tick_value  # a tick of slippage
@@ -320,7 +354,13 @@ class GateStack:
             VolatilityHaltGate(risk.max_volatility_ticks),
             AgreementGate(),
             ConfidenceGate(risk.min_confidence),
-            ExpectedMoveGate(round_trip, instrument.tick_value, risk.min_edge_over_costs),
+            ExpectedMoveGate(
+                round_trip,
+                instrument.tick_value,
+                risk.min_edge_over_costs,
+                tuple(exit_outcomes),
+                time_exit_s,
+            ),
             CooldownGate(),
             MaxPositionGate(risk.max_position),
             DailyLossGate(risk.max_daily_loss),
@@ -335,6 +375,13 @@ class GateStack:
                 f"choose from {names[1:]}"
             )
         return cls([g for g in gates if g.name not in risk.gates_off], dict(risk.budgets))
+
+    def use_exit_outcomes(self, outcomes: Sequence[ExitOutcomes]) -> None:
+        """Price the expected move with another model's held-out outcomes (a hot swap)."""
+        self.gates = [
+            replace(g, outcomes=tuple(outcomes)) if isinstance(g, ExpectedMoveGate) else g
+            for g in self.gates
+        ]
 
     def budget_at(self, ts_ns: int) -> SessionBudget:
         """The budget of the segment `ts_ns` falls in (RTH's while the market is closed, so

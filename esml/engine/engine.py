@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from esml.alpha.ensemble_strategy import exit_outcomes_of
 from esml.alpha.inputs import ModelInputs, ReadsWindows
 from esml.alpha.model import AlphaModel
 from esml.alpha.strategy import ModelStrategy, Strategy
@@ -120,7 +121,10 @@ class Engine:
         self.account = account
         self.source = source
         fee = cfg.execution.commission_per_side
-        self.gates = GateStack.from_config(cfg.risk, self.instrument, fee)
+        self.gates = GateStack.from_config(
+            cfg.risk, self.instrument, fee, exit_outcomes=exit_outcomes_of(strategy),
+            time_exit_s=cfg.features.horizon_s if cfg.execution.exits.time_exit else None,
+        )  # fmt: skip
         self.trader = Trader(cfg, strategy, self.gates)
         self.mode = mode
         self.features = FeatureState()
@@ -338,6 +342,7 @@ class Engine:
         if inputs is not None and self.inputs is not None and inputs is not self.inputs:
             raise ValueError("a swapped-in strategy must read the engine's running windows")
         self.strategy = self.trader.strategy = strategy
+        self.gates.use_exit_outcomes(exit_outcomes_of(strategy))
         self.inputs = inputs
         self.stats.swaps.append((ts, strategy.name))
 

@@ -21,7 +21,13 @@ Baselines, all fitted on the training fold only:
   just ended, known at decision time); probabilities the training fold's frequencies of
   the next label given the last one (the best a persistence rule can state);
 - OFI logistic regression: a multinomial logistic regression on the order-flow imbalance
-  features alone (Cont, Kukanov & Stoikov's OFI over 1, 5, 10, 30 and 60 s), standardised.
+  features alone (Cont, Kukanov & Stoikov's OFI over 1, 5, 10, 30 and 60 s), standardised;
+- L1 imbalance / microprice logistic regression: the same on the top-of-book state alone,
+  the queue imbalance at the best bid and ask and the microprice's offset from the mid
+  (Stoikov 2018): the cheapest signal a book model must beat.
+
+`ModelBudget.full()` is the `--budget full` profile: every model trains until early
+stopping on its purged validation block ends it, not until a batch cap does.
 """
 
 from __future__ import annotations
@@ -59,13 +65,15 @@ METRIC_LABELS = {
     "brier": "Brier",
 }
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "log_loss": False, "brier": False}
-BASELINES = ("majority", "persistence", "ofi_logistic")
+BASELINES = ("majority", "persistence", "ofi_logistic", "microprice_logistic")
 BASELINE_LABELS = {
     "majority": "majority class",
     "persistence": "last-move persistence",
     "ofi_logistic": "OFI logistic",
+    "microprice_logistic": "L1 imbalance / microprice logistic",
 }
 OFI_FEATURES = tuple(f for f in FEATURE_NAMES if f.startswith("ofi_"))
+MICROPRICE_FEATURES = ("imbalance_l1", "microprice_offset_ticks")
 PROBABILITY_FLOOR = 1e-15  # log loss of a zero probability is clipped here, as sklearn does
 _N_STATS = N_CLASSES * N_CLASSES + 2  # confusion cells, log loss, Brier
 _CHUNK_CELLS = 4_000_000  # block sums held at once by the bootstrap (32 MB)
@@ -317,11 +325,12 @@ def persistence_baseline(
     return proba, pred
 
 
-def ofi_logistic_baseline(
+def logistic_baseline(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 7
 ) -> Prediction:
-    """A multinomial logistic regression on the OFI columns (standardised on the training
-    fold), unweighted: its probabilities estimate the class frequencies it sees."""
+    """A multinomial logistic regression on a few columns (the OFI ones, or the L1 imbalance
+    and microprice offset), standardised on the training fold, unweighted: its
+    probabilities estimate the class frequencies it sees."""
     if x_train.ndim != 2 or x_train.shape[1] != x_test.shape[1] or len(x_train) != len(y_train):
         raise ValueError("x_train [n, k], y_train [n] and x_test [m, k] must agree")
     present = np.unique(y_train)
@@ -338,11 +347,16 @@ def ofi_logistic_baseline(
 
 
 def ofi_columns(feature_names: Sequence[str]) -> np.ndarray:
+    return feature_columns(feature_names, OFI_FEATURES)
+
+
+def feature_columns(feature_names: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
+    """Indices of `wanted` in `feature_names`, or a clear error naming what is missing."""
     names = list(feature_names)
-    missing = [f for f in OFI_FEATURES if f not in names]
-    if missing or not OFI_FEATURES:
-        raise ValueError(f"the feature list lacks the OFI features {missing}")
-    return np.array([names.index(f) for f in OFI_FEATURES], np.int64)
+    missing = [f for f in wanted if f not in names]
+    if missing or not wanted:
+        raise ValueError(f"the feature list lacks the baseline features {missing}")
+    return np.array([names.index(f) for f in wanted], np.int64)
 
 
 # ---------------------------------------------------------------------------- walk-forward
@@ -424,15 +438,17 @@ FoldFitter = Callable[[FoldRows, int], dict[str, np.ndarray]]
 models fitted on `fit`, predicting the calibration rows then the test rows."""
 
 
-def baseline_predictions(
-    y: np.ndarray, prev_y: np.ndarray, x_ofi: np.ndarray, fold: FoldRows, seed: int
-) -> dict[str, Prediction]:
-    """The three baselines, fitted on the whole training fold, on the fold's test rows."""
+def baseline_predictions(rows: Rows, fold: FoldRows, seed: int) -> dict[str, Prediction]:
+    """The baselines, fitted on the whole training fold, on the fold's test rows."""
     tr, te = fold.train, fold.test
+    y, prev_y = rows.y, rows.prev_y
+    ofi = rows.x[:, ofi_columns(rows.feature_names)]
+    l1 = rows.x[:, feature_columns(rows.feature_names, MICROPRICE_FEATURES)]
     return {
         "majority": majority_baseline(y[tr], len(te)),
         "persistence": persistence_baseline(prev_y[tr], y[tr], prev_y[te]),
-        "ofi_logistic": ofi_logistic_baseline(x_ofi[tr], y[tr], x_ofi[te], seed),
+        "ofi_logistic": logistic_baseline(ofi[tr], y[tr], ofi[te], seed),
+        "microprice_logistic": logistic_baseline(l1[tr], y[tr], l1[te], seed),
     }
 
 
@@ -475,6 +491,34 @@ class ModelBudget(BaseModel):
     nets: TrainParams = Field(default_factory=_default_nets)
     deeplob: dict[str, int] = Field(default_factory=lambda: dict(SMALL_DEEPLOB))
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    profile: Literal["default", "full"] = "default"
+
+    @classmethod
+    def full(cls, seed: int = 7) -> ModelBudget:
+        """Train to convergence: trees at a small learning rate with up to 3000 rounds and
+        patience 200, nets over every training window each epoch for up to 30 epochs with
+        patience 4; both stop only when their purged validation block stops improving."""
+        return cls(
+            trees=XGBParams(
+                n_estimators=3000,
+                learning_rate=0.02,
+                early_stopping_rounds=200,
+                min_child_weight=20.0,
+                n_folds=0,
+                n_jobs=1,
+                random_state=seed,
+            ),
+            nets=TrainParams(
+                epochs=30,
+                batch_size=256,
+                max_batches_per_epoch=0,
+                patience=4,
+                n_folds=0,
+                threads=1,
+                seed=seed,
+            ),
+            profile="full",
+        )
 
 
 def net_config(kind: str, budget: ModelBudget) -> dict[str, int | float] | None:
@@ -615,7 +659,6 @@ def evaluate_dataset(
     check_purged(rows.ts_ns, folds, horizon_ns, round(settings.embargo_s * 1e9))
     if progress is not None and task is not None:
         progress.reset(task, total=len(folds) * (len(kinds) + 2))
-    ofi = rows.x[:, ofi_columns(rows.feature_names)]
     pooled: dict[str, list[Prediction]] = {}
     training: dict[str, list[str]] = {}
     tick = dataset.instrument.tick_size
@@ -635,9 +678,7 @@ def evaluate_dataset(
         pooled.setdefault(ENSEMBLE, []).append(
             ensemble_predictions(rows, fold, probas, budget.ensemble, tick)
         )
-        for name, pred in baseline_predictions(
-            rows.y, rows.prev_y, ofi, fold, settings.seed
-        ).items():
+        for name, pred in baseline_predictions(rows, fold, settings.seed).items():
             pooled.setdefault(name, []).append(pred)
     test = np.concatenate([f.test for f in folds])
     predictions = {
@@ -738,9 +779,11 @@ def _summary(r: DatasetResult) -> list[str]:
     if winners:
         names = _join([MODEL_LABELS[m] for m in winners])
         verb = "beats" if len(winners) == 1 else "beat"
-        text = f"{head} {names} {verb} all three baselines on every metric."
+        text = f"{head} {names} {verb} all {len(BASELINES)} baselines on every metric."
     else:
-        text = f"{head} no model beats all three baselines on every metric; {_partial(r)}"
+        text = (
+            f"{head} no model beats all {len(BASELINES)} baselines on every metric; {_partial(r)}"
+        )
     return [
         f"{text} Lowest log loss of a model: {MODEL_LABELS[best]} {loss[best]:.4f}; of a "
         f"baseline: {BASELINE_LABELS[best_base]} {loss[best_base]:.4f}."
@@ -781,16 +824,21 @@ def _setup(ctx: ReportContext) -> list[str]:
         "rows before it, each early-stopping on its own purged last block. The baselines fit "
         "on the whole training fold. Test predictions of all folds are pooled and scored "
         "together.",
-        f"- **Models** (fixed seeds, one thread each, limited to keep the run to minutes on "
-        f"two CPU cores): "
+        f"- **Models** ({_budget_words(b)}): "
         f"trees: XGBoost, class-balanced, up to {trees.n_estimators} trees of depth "
-        f"{trees.max_depth}, early stopping after {trees.early_stopping_rounds}; nets "
+        f"{trees.max_depth} at learning rate {trees.learning_rate:g}, early stopping after "
+        f"{trees.early_stopping_rounds} rounds without a better validation loss; nets "
         f"(`esml.alpha.nets`, class-balanced loss): at most {nets.epochs} epochs of "
         f"{nets.max_batches_per_epoch or 'all'} batches of {nets.batch_size} windows, "
         f"patience {nets.patience}; tick LSTM on 7 bars of 20 trades; bar LSTM (2 layers of "
         f"64) on 60 one-minute bars x 11 technicals; DeepLOB on 100 snapshots x 10 levels, at "
-        f"reduced widths: {widths} (the paper's: 32 / 64 / 64). These are limits of "
-        "this run, not of the models: more epochs and full-size nets might score otherwise.",
+        f"reduced widths: {widths} (the paper's: 32 / 64 / 64)."
+        + (
+            " These are limits of this run, not of the models: more epochs and full-size "
+            "nets might score otherwise (`--budget full` trains them to convergence)."
+            if b.profile == "default"
+            else ""
+        ),
         f"- **Ensemble**: weighted vote ({w}) with minimum agreement "
         f"{b.ensemble.min_agreement:g}, the meta-learner re-weighting by recent accuracy, "
         f"{b.ensemble.calibration} calibration fitted on the calibration rows "
@@ -805,7 +853,8 @@ def _setup(ctx: ReportContext) -> list[str]:
         "mid move that has just ended; probabilities the training fold's frequencies of the "
         "next label given that one; rows without an earlier decision get the majority "
         "class); *OFI logistic* (multinomial logistic regression on the order-flow imbalance "
-        f"features alone: {', '.join(OFI_FEATURES)}).",
+        f"features alone: {', '.join(OFI_FEATURES)}); *L1 imbalance / microprice logistic* "
+        f"(the same on the top of the book alone: {', '.join(MICROPRICE_FEATURES)}).",
         "- **Class balance**: the trees and nets are trained with class-balanced weights (so "
         "rare flats count as much as ups and downs): by design this helps macro F1 and costs "
         "accuracy; their probabilities are not calibrated, only the ensemble's are.",
@@ -822,6 +871,18 @@ def _setup(ctx: ReportContext) -> list[str]:
         "its improvement lies wholly above zero; *worse* when wholly below; otherwise there "
         "is no demonstrated difference, which is not a win.",
     ]
+
+
+def _budget_words(b: ModelBudget) -> str:
+    if b.profile == "full":
+        return (
+            "`--budget full`: fixed seeds, one thread each, every model trained until early "
+            "stopping on its purged validation block ends it"
+        )
+    return (
+        "the default budget: fixed seeds, one thread each, limited to keep the run to "
+        "minutes on two CPU cores"
+    )
 
 
 def _dataset_section(r: DatasetResult) -> list[str]:
@@ -856,13 +917,22 @@ def _dataset_section(r: DatasetResult) -> list[str]:
         kept = "; ".join(f"{MODEL_LABELS[m]} {', '.join(t)}" for m, t in r.training.items())
         lines.append(f"- trained per fold (early stopping on a purged validation block): {kept}")
     lines += _observations(r)
-    lines += [
+    lines += score_tables(r.models, r.scores, r.comparisons)
+    return lines
+
+
+def score_tables(
+    models: Sequence[str], scores: Mapping[str, Scores], comparisons: Sequence[Comparison]
+) -> list[str]:
+    """The markdown tables of one data set: every baseline's and model's scores with their
+    intervals, the tally against each baseline, the verdicts in words, the improvements."""
+    lines = [
         "",
         "| model | rows | accuracy | macro F1 | log loss | Brier |",
         "| --- | ---: | --- | --- | --- | --- |",
     ]
-    for name in (*BASELINES, *r.models):
-        s = r.scores[name]
+    for name in (*BASELINES, *models):
+        s = scores[name]
         label = (
             f"baseline: {BASELINE_LABELS[name]}"
             if name in BASELINES
@@ -877,12 +947,12 @@ def _dataset_section(r: DatasetResult) -> list[str]:
         "| model | " + " | ".join(BASELINE_LABELS[b] for b in BASELINES) + " |",
         "| --- |" + " --- |" * len(BASELINES),
     ]
-    by = {(c.model, c.baseline): c for c in r.comparisons}
-    for name in r.models:
+    by = {(c.model, c.baseline): c for c in comparisons}
+    for name in models:
         cells = [_tally(by[(name, b)]) for b in BASELINES]
         lines.append(f"| {MODEL_LABELS[name]} | " + " | ".join(cells) + " |")
     lines += ["", "In plain words:", ""]
-    for name in r.models:
+    for name in models:
         for b in BASELINES:
             lines.append(f"- {by[(name, b)].sentence(MODEL_LABELS[name], BASELINE_LABELS[b])}")
     lines += [
@@ -893,7 +963,7 @@ def _dataset_section(r: DatasetResult) -> list[str]:
         "| model | baseline | accuracy | macro F1 | log loss | Brier |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name in r.models:
+    for name in models:
         for b in BASELINES:
             c = by[(name, b)]
             cells = " | ".join(_interval(c.improvement[m], signed=True) for m in METRICS)
