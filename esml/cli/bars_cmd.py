@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from esml.data.dbn import DataFileError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console(soft_wrap=True)
@@ -38,6 +37,7 @@ def progress_bar() -> Progress:
 def load_frame(data: Path):
     """Features and labels of the shipped bars, or a clear error and exit 2."""
     from esml.alpha.bar_bundle import frame_from_shipped
+    from esml.data.dbn import DataFileError
 
     try:
         return frame_from_shipped(data)
@@ -100,6 +100,7 @@ def pack(
     out: Path = typer.Option(Path("data/samples/es-bars/es-5m-sierra.parquet"), help="Parquet"),
 ) -> None:
     """Check every export against SOURCE.txt and write the shipped Parquet and its sha256."""
+    from esml.data.dbn import DataFileError
     from esml.data.sierra import read_sierra_dir, write_shipped_bars
 
     try:
