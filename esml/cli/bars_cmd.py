@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console(soft_wrap=True)
 
