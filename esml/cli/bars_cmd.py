@@ -55,6 +55,7 @@ def evaluate(
 ) -> None:
     """Walk-forward by year: fit on the years before, score against baselines, trade."""
     from esml.evaluation.bar_report import BarReportContext, render_html, render_markdown
+    from esml.evaluation.report import PLOTLYJS_FILE, ensure_plotlyjs
     from esml.evaluation.bar_walkforward import BarEvalSettings, evaluate_bars
 
     start = time.perf_counter()
@@ -79,6 +80,7 @@ def evaluate(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_markdown(results, ctx))
     html = out.with_suffix(".html")
+    ensure_plotlyjs(html.parent / PLOTLYJS_FILE)
     html.write_text(render_html(results))
     console.print(f"wrote {out} and {html} in {wall / 60:.1f} minutes")
 

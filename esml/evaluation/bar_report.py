@@ -413,4 +413,4 @@ def render_html(results: Sequence[YearResult]) -> str:
         col=1,
     )
     fig.update_layout(barmode="group", height=900, title="ES 5-minute bars, walk-forward by year")
-    return fig.to_html(full_html=True, include_plotlyjs="cdn")
+    return fig.to_html(full_html=True, include_plotlyjs="directory")  # ensure_plotlyjs beside it
