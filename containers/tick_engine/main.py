@@ -8,6 +8,8 @@
     ESML_SYMBOL       the contract traded (default: the config's instrument)
     ESML_FOR          stop after this long (90s, 15m, 2h), flat; default: until stopped
     ESML_LOCKOUT_S    no entry this long after the start-up reconciliation (default 10)
+    ESML_WARM_DATA    recorded files (paths or s3:// URIs, comma-separated, oldest first)
+                      that end before the live data: they warm the models' windows
     ESML_ON_STOP      flatten (the default) | leave: on SIGTERM close everything, or leave
                       the position under its exchange-held bracket for the next start
     TRADOVATE_SECRET_ARN    the credentials secret (JSON: name, password, appId, ...);
@@ -83,6 +85,7 @@ def settings_from_env(env: dict[str, str]) -> LiveSettings:
         sim_seed=int(env.get("ESML_SIM_SEED", "1")),
         sim_hours=float(env.get("ESML_SIM_HOURS", "6.5")),
         symbol=env.get("ESML_SYMBOL"),
+        warm_from=tuple(Path(fetch(u)) for u in env.get("ESML_WARM_DATA", "").split(",") if u),
         endpoints=Endpoints(*(env.get(f"ESML_TRADOVATE_{k}") for k in ("REST", "WS", "MD"))),
     )
 
