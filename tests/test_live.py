@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from esml.evaluation.trades import round_trips
 from esml.execution.orders import Order, OrderRole, OrderStatus, OrderType, Side
 from esml.journal.sqlite import SQLiteJournal
 from esml.market.calendar import trading_day
+from esml.market.events import F_SNAPSHOT
 from esml.market.instruments import ES
 
 ES_FILE = Path(__file__).resolve().parents[1] / "data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst"
@@ -172,3 +174,18 @@ def test_recorded_history_warms_the_windows_before_the_live_data(es, tmp_path: P
     assert engine.stats.mids[0][0] - start < 2 * 10**9, "deciding from the first live second"
     assert all(o.ts_ns >= start for o in journal.orders()), "nothing traded on the history"
     assert seen and not seen[-1].warming
+
+
+def test_a_paced_replay_starts_its_clock_after_the_snapshot(es) -> None:
+    """The file's snapshot is stamped 22 h before the first live event: at 600x that gap
+    would be a 132 s wait before anything trades."""
+
+    async def first_live_chunk() -> np.ndarray:
+        async for chunk in paced(es, speed=600.0):
+            if not np.all(chunk["flags"] & F_SNAPSHOT):
+                return chunk
+        raise AssertionError("no live events")
+
+    t0 = time.monotonic()
+    chunk = asyncio.run(first_live_chunk())
+    assert time.monotonic() - t0 < 5 and len(chunk)
