@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from esml.broker.paper import PaperBroker
 from esml.cli.app import app
 from esml.config import load_config
 from esml.data.book import BookState
+from esml.data.dbn import write_mbo_dbn
 from esml.decision.proposal import AccountState
 from esml.engine.engine import Engine
 from esml.engine.live import TIME_UP, paced, run_live
@@ -25,6 +27,7 @@ from esml.engine.live_run import (
     LiveSetupError,
     credentials_from_file,
     parse_duration,
+    run,
     tradovate_client,
 )
 from esml.engine.status import snapshot
@@ -32,6 +35,7 @@ from esml.evaluation.trades import round_trips
 from esml.execution.orders import Order, OrderRole, OrderStatus, OrderType, Side
 from esml.journal.sqlite import SQLiteJournal
 from esml.market.calendar import trading_day
+from esml.market.events import F_SNAPSHOT
 from esml.market.instruments import ES
 
 ES_FILE = Path(__file__).resolve().parents[1] / "data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst"
@@ -152,3 +156,36 @@ def test_bad_settings_are_refused_before_anything_starts(tmp_path: Path, monkeyp
     assert "sec" in str(e.value) and "hunter2" not in str(e.value)
     r = CliRunner().invoke(app, ["live", "--broker", "tradovate", "--data", str(ES_FILE)])
     assert r.exit_code == 2 and "hunter2" not in r.output
+
+
+def test_recorded_history_warms_the_windows_before_the_live_data(es, tmp_path: Path) -> None:
+    ts = es["ts_recv"].astype(np.int64)
+    cut = int(np.searchsorted(ts, ts[0] + (23 * 60 + 20) * 60 * 10**9))  # history to 23:20
+    ids = {"ESH4": int(es["instrument_id"][0])}
+    history = write_mbo_dbn(tmp_path / "history.mbo.dbn.zst", es[:cut], symbols=ids)
+    live_part = write_mbo_dbn(tmp_path / "live.mbo.dbn.zst", es[cut:], symbols=ids)
+    s = LiveSettings(source="replay", broker="paper", data=live_part, strategy="momentum",
+                     lockout_s=0, warm_from=(history,))  # fmt: skip
+    seen: list = []
+    journal = SQLiteJournal(":memory:")
+    engine = asyncio.run(run(s, CFG, make_rule_strategy("momentum", tick_size=ES.tick_size),
+                             journal, on_status=seen.append))  # fmt: skip
+    start = int(ts[cut])
+    assert engine.stats.mids[0][0] - start < 2 * 10**9, "deciding from the first live second"
+    assert all(o.ts_ns >= start for o in journal.orders()), "nothing traded on the history"
+    assert seen and not seen[-1].warming
+
+
+def test_a_paced_replay_starts_its_clock_after_the_snapshot(es) -> None:
+    """The file's snapshot is stamped 22 h before the first live event: at 600x that gap
+    would be a 132 s wait before anything trades."""
+
+    async def first_live_chunk() -> np.ndarray:
+        async for chunk in paced(es, speed=600.0):
+            if not np.all(chunk["flags"] & F_SNAPSHOT):
+                return chunk
+        raise AssertionError("no live events")
+
+    t0 = time.monotonic()
+    chunk = asyncio.run(first_live_chunk())
+    assert time.monotonic() - t0 < 5 and len(chunk)

@@ -60,7 +60,7 @@ def test_the_container_runs_the_engine_from_its_settings_with_a_health_check(tem
     assert {"ORDERS_TABLE", "FILLS_TABLE", "RISK_STATE_TABLE", "TRADOVATE_SECRET_ARN"} <= set(env)
     assert "RISK_FUNCTION_NAME" not in env
     check = container["HealthCheck"]
-    assert check["Command"] == ["CMD", "python", "containers/tick_engine/main.py", "--health"]
+    assert check["Command"] == ["CMD", "python", "containers/tick_engine/health.py"]
 
 
 def test_alarms_watch_stale_data_broker_errors_mismatch_and_daily_loss(template) -> None:

@@ -14,6 +14,7 @@ import boto3
 import numpy as np
 import pytest
 
+from containers.tick_engine import health
 from containers.tick_engine import main as tick_engine
 from esml.data.dbn import main_instrument, read_mbo
 from esml.decision.account_store import AccountStore
@@ -75,9 +76,9 @@ def test_the_container_trades_a_replay_into_dynamodb_with_metrics_and_capture(
     replayed = read_mbo(ES_FILE)
     replayed = replayed[replayed["instrument_id"] == main_instrument(replayed)]
     assert np.array_equal(kept, replayed), "the hourly files hold exactly what was received"
-    assert tick_engine.healthy(env)
+    assert health.healthy(env)
     os.utime(tmp_path / "health", (time.time() - 60, time.time() - 60))
-    assert not tick_engine.healthy(env)
+    assert not health.healthy(env)
 
 
 def test_a_bad_environment_is_refused_before_anything_starts(aws, tmp_path: Path) -> None:  # noqa: F811

@@ -85,9 +85,11 @@ def test_alerts_holding_the_last_contract_block_the_engines_entries(aws, es) -> 
             )
 
     store.update(ACCOUNT, alert_reserves)
-    engine = _engine(es, tables)
-    engine.on_events(es)
-    engine.finish(int(es["ts_recv"][-1]))
+    ts = es["ts_recv"].astype(np.int64)
+    first_signals = es[: int(np.searchsorted(ts, ts[0] + (23 * 60 + 12) * 60 * 10**9))]
+    engine = _engine(first_signals, tables)
+    engine.on_events(first_signals)
+    engine.finish(int(first_signals["ts_recv"][-1]))
     assert engine.broker.fills() == [] and engine.stats.rejected_by_broker >= 1
     reasons = [d.reason for d in engine.journal.decisions()]
     assert any("shared risk, max_position" in r for r in reasons)

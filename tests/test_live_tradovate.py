@@ -60,10 +60,12 @@ def sim(es: np.ndarray) -> Iterator[TradovateSim]:
 
 
 def _pace(sim: TradovateSim, stop: threading.Event, drops: list[int]) -> None:
-    """Step the replay; the first time a position is open, drop both sockets under it."""
+    """Step the replay; the first time a position is open, drop both sockets under it (the
+    engine may still be trading after the last event has been replayed)."""
     assert sim.market is not None
-    while not stop.is_set() and sim.market.i < len(sim.market.events):
-        sim.market.step(STEP_EVENTS)
+    while not stop.is_set():
+        if sim.market.i < len(sim.market.events):
+            sim.market.step(STEP_EVENTS)
         held = sim.net_position(ACCOUNT_SPEC, SYMBOL)
         if held and not drops:
             sim.faults.drop_sockets("all")

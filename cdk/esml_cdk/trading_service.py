@@ -144,7 +144,7 @@ class TradingService(Construct):
             # Fargate's maximum: time to persist state and leave the broker flat on SIGTERM.
             stop_timeout=Duration.seconds(120),
             health_check=ecs.HealthCheck(
-                command=["CMD", "python", "containers/tick_engine/main.py", "--health"],
+                command=["CMD", "python", "containers/tick_engine/health.py"],
                 interval=Duration.seconds(30),
                 timeout=Duration.seconds(5),
                 retries=3,

@@ -8,6 +8,8 @@
     ESML_SYMBOL       the contract traded (default: the config's instrument)
     ESML_FOR          stop after this long (90s, 15m, 2h), flat; default: until stopped
     ESML_LOCKOUT_S    no entry this long after the start-up reconciliation (default 10)
+    ESML_WARM_DATA    recorded files (paths or s3:// URIs, comma-separated, oldest first)
+                      that end before the live data: they warm the models' windows
     ESML_ON_STOP      flatten (the default) | leave: on SIGTERM close everything, or leave
                       the position under its exchange-held bracket for the next start
     TRADOVATE_SECRET_ARN    the credentials secret (JSON: name, password, appId, ...);
@@ -18,8 +20,8 @@
                       default: the secret's accountSpec, else "paper"); else SQLite at
                       ESML_JOURNAL
     ESML_METRICS_NAMESPACE, ESML_METRICS_S    CloudWatch EMF records (default esml, 10 s)
-    ESML_HEALTH_FILE  touched at every status tick; `main.py --health` is the container's
-                      health check (healthy while it is younger than ESML_HEALTH_MAX_AGE_S)
+    ESML_HEALTH_FILE  touched at every status tick; `health.py` beside this file is the
+                      container's health check (healthy while younger than 30 s)
     MODEL_BUCKET, MODEL_PREFIX, ESML_MODEL_DIR, ESML_MODEL_SYNC_S    the champion's sync
     ESML_CAPTURE_DIR  with it, what the engine receives is kept there in hourly DBN files,
                       each uploaded to s3://MODEL_BUCKET/DATA_PREFIX live/ (default data/)
@@ -66,7 +68,7 @@ from esml.journal.base import Journal
 from esml.journal.sqlite import SQLiteJournal
 
 log = logging.getLogger("esml.tick_engine")
-HEALTH_FILE = "/tmp/esml/health"
+HEALTH_FILE = "/tmp/esml/health"  # as health.py reads it
 
 
 def settings_from_env(env: dict[str, str]) -> LiveSettings:
@@ -83,6 +85,7 @@ def settings_from_env(env: dict[str, str]) -> LiveSettings:
         sim_seed=int(env.get("ESML_SIM_SEED", "1")),
         sim_hours=float(env.get("ESML_SIM_HOURS", "6.5")),
         symbol=env.get("ESML_SYMBOL"),
+        warm_from=tuple(Path(fetch(u)) for u in env.get("ESML_WARM_DATA", "").split(",") if u),
         endpoints=Endpoints(*(env.get(f"ESML_TRADOVATE_{k}") for k in ("REST", "WS", "MD"))),
     )
 
@@ -233,20 +236,8 @@ def serve_models(env: dict[str, str], cfg: EsmlConfig):
         raise LiveSetupError(f"no model to serve: {e}") from e
 
 
-def healthy(env: dict[str, str]) -> bool:
-    """The container health check: the loop touched its health file recently."""
-    path = Path(env.get("ESML_HEALTH_FILE", HEALTH_FILE))
-    max_age = float(env.get("ESML_HEALTH_MAX_AGE_S", "30"))
-    try:
-        return time.time() - path.stat().st_mtime < max_age
-    except OSError:
-        return False
-
-
 def main() -> None:
     env = dict(os.environ)
-    if sys.argv[1:] == ["--health"]:
-        raise SystemExit(0 if healthy(env) else 1)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")  # fmt: skip
     loop = asyncio.new_event_loop()

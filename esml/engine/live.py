@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 
+from esml.data.book import snapshot_end
 from esml.engine.engine import Engine
 from esml.engine.status import Snapshot, snapshot
 
@@ -28,11 +29,13 @@ async def paced(
     events: np.ndarray, *, speed: float | None = None, chunk_ns: int = NS // 10
 ) -> AsyncIterator[np.ndarray]:
     """Yield `events` in slices of `chunk_ns` of event time; with `speed`, sleep so event
-    time runs `speed` times faster than the wall clock (None: no sleeping)."""
+    time runs `speed` times faster than the wall clock (None: no sleeping). The clock starts
+    at the first event after a leading snapshot (a file's snapshot may be stamped hours
+    before the market opens)."""
     if len(events) == 0:
         return
     ts = events["ts_recv"].astype(np.int64)  # once: a strided uint64 view is copied per search
-    start = int(ts[0])
+    start = int(ts[min(snapshot_end(events), len(ts) - 1)])
     i = 0
     loop = asyncio.get_running_loop()
     t0 = loop.time()

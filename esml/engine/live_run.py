@@ -73,6 +73,7 @@ class LiveSettings:
     for_s: float | None = None  # stop after this much wall time
     lockout_s: float = 10.0  # no entry this long after the start-up reconciliation
     warm_s: float = 0.0  # replay: the file's first seconds warm the windows, untraded
+    warm_from: tuple[Path, ...] = ()  # recorded files (the last hours) that warm the windows
     symbol: str | None = None  # the contract traded; None: the config's instrument
     sim_seed: int = 1
     sim_hours: float = 6.5
@@ -246,6 +247,8 @@ async def run(
                     broker=broker, mode=s.mode, lockout_s=s.lockout_s)  # fmt: skip
     if started is not None:
         started(engine)
+    if s.warm_from:  # history before the live data: the windows fill, nothing is traded
+        engine.warm(np.concatenate([replay_events(p) for p in s.warm_from]))
     source = tradovate_feed(market, symbol) if events is None else market_source(s, engine, events)
     if capture is not None:
         source = capture.wrap(source)
