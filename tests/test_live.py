@@ -22,6 +22,8 @@ from esml.decision.proposal import AccountState
 from esml.engine.engine import Engine
 from esml.engine.live import TIME_UP, paced, run_live
 from esml.engine.live_run import (
+    BROKERS,
+    SOURCES,
     Endpoints,
     LiveSettings,
     LiveSetupError,
@@ -189,3 +191,9 @@ def test_a_paced_replay_starts_its_clock_after_the_snapshot(es) -> None:
     t0 = time.monotonic()
     chunk = asyncio.run(first_live_chunk())
     assert time.monotonic() - t0 < 5 and len(chunk)
+
+
+def test_live_help_names_every_source_and_broker() -> None:
+    out = CliRunner().invoke(app, ["live", "--help"], terminal_width=200).output
+    for name in (*SOURCES, *BROKERS):
+        assert name in out, f"`esml live --help` does not name {name!r}"

@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from esml.config import ConfigError, load_config
-from esml.engine.capture import Capture
-from esml.engine.live_run import (
-    BROKERS,
-    SOURCES,
-    Endpoints,
-    LiveSettings,
-    LiveSetupError,
-    credentials_from_file,
-    make_strategy,
-    parse_duration,
-    run,
-    tradovate_client,
-)
-from esml.engine.serving import serve
-from esml.engine.status import Snapshot
-from esml.journal.sqlite import SQLiteJournal
+if TYPE_CHECKING:
+    from esml.engine.status import Snapshot
 
 console = Console(soft_wrap=True)
 
 
 def live(
-    source: str = typer.Option("replay", help=f"market data: {', '.join(SOURCES)}"),
-    broker: str = typer.Option("paper", help=f"where orders go: {', '.join(BROKERS)}"),
+    source: str = typer.Option("replay", help="market data: replay, sim or tradovate"),
+    broker: str = typer.Option("paper", help="where orders go: paper or tradovate"),
     data: Path | None = typer.Option(None, "--data", help="--source replay: a recorded file"),
     speed: float | None = typer.Option(None, help="replay: times real time (default: fastest)"),
     strategy: str = typer.Option("model", help="'model' (the champion) or a rule strategy"),
@@ -52,6 +38,22 @@ def live(
     """Run the live loop: a market source, a broker, the engine, a journal. Tradovate
     credentials come from the JSON file named by ESML_TRADOVATE_CREDENTIALS, never from
     the command line."""
+    # the engine, its models and the journal load when the command runs, not for --help
+    from esml.config import ConfigError, load_config
+    from esml.engine.capture import Capture
+    from esml.engine.live_run import (
+        Endpoints,
+        LiveSettings,
+        LiveSetupError,
+        credentials_from_file,
+        make_strategy,
+        parse_duration,
+        run,
+        tradovate_client,
+    )
+    from esml.engine.serving import serve
+    from esml.journal.sqlite import SQLiteJournal
+
     try:
         cfg = load_config(config)
         settings = LiveSettings(

@@ -221,6 +221,8 @@ def _speed(text: str) -> float | None:
 
 def _replay_source(data: str, seed: int, day: str, hours: float) -> tuple[np.ndarray, str]:
     """The events to replay and the contract they trade."""
+    import numpy as np
+
     from esml.data.dbn import main_instrument, read_dbn, record_symbols, to_events
     from esml.market.contracts import front_contract
 
