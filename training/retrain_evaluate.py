@@ -38,7 +38,6 @@ from esml.evaluation.model_eval import (
     Scores,
     baseline_predictions,
     block_rows,
-    ofi_columns,
     score_models,
 )
 from training.retrain_data import Split, as_dataset
@@ -161,10 +160,9 @@ def judge(
         return Judgement("reject", f"reject: {reason}", (reason,), len(held), {}, ())
     tick = cfg.instrument_spec.tick_size
     fold = FoldRows(fit=before, calibration=np.zeros(0, np.int64), test=held)
-    ofi = rows.x[:, ofi_columns(rows.feature_names)]
     predictions = {
         CHALLENGER: served_predictions(challenger, rows, held, tick),
-        **baseline_predictions(rows.y, rows.prev_y, ofi, fold, policy.seed),
+        **baseline_predictions(rows, fold, policy.seed),
     }
     opponents: tuple[str, ...] = BASELINES
     if champion is not None:

@@ -112,10 +112,14 @@ def unpack_challenger(path: Path, into: Path) -> Path:
 
 
 def challenger_bundle(root: Path) -> Path:
-    name = registry.champion_name(root / BUNDLES)
-    if name is None:
-        raise FileNotFoundError(f"{root}: the challenger archive holds no bundle")
-    return root / BUNDLES / name
+    """The one bundle the train job published. The train job's own promotion gate does
+    not decide here (the evaluate step does), so no champion pointer is needed."""
+    found = registry.bundles(root / BUNDLES) if (root / BUNDLES).is_dir() else []
+    if len(found) != 1:
+        raise FileNotFoundError(
+            f"{root}: the challenger archive must hold exactly one bundle, found {len(found)}"
+        )
+    return found[0]
 
 
 def evaluate(
