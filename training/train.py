@@ -38,7 +38,6 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from esml.alpha.bundle_manifest import promotion_line
 from esml.alpha.manifest import ModelManifest
 from esml.alpha.params import TrainParams, XGBParams
 from esml.config import EsmlConfig, FeatureConfig, load_config
@@ -390,6 +389,8 @@ def _progress() -> Progress:
 
 
 def report_stack(result: StackResult) -> None:
+    from esml.alpha.bundle_manifest import promotion_line
+
     m = result.manifest
     label = " (SYNTHETIC training data)" if m.synthetic_training_data else ""
     role = "champion" if result.champion else "bundle (not the champion)"
