@@ -19,7 +19,7 @@ import pytest
 import xgboost as xgb
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import f1_score, log_loss
+from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss
 
 from esml.alpha.manifest import (
     MANIFEST_FILE,
@@ -175,7 +175,9 @@ def test_training_refuses_a_missing_class_and_bad_labels(table):
 
 def test_class_balanced_trees_find_the_rare_class(table, fitted):
     """Against the same trees trained unweighted: the balanced model recalls far more of the
-    rare "down" rows and has the better macro F1 on the purged validation rows."""
+    rare "down" rows and has the better balanced accuracy (mean recall per class, what
+    class weights aim at) on the purged validation rows. Macro F1 is not promised: the
+    recall is bought with precision, and on this table the two F1s sit within 0.02."""
     x, y, _ = table
     tr, va = fitted.split.train, fitted.split.test
     plain = xgb.XGBClassifier(
@@ -193,7 +195,7 @@ def test_class_balanced_trees_find_the_rare_class(table, fitted):
     unweighted = plain.predict_proba(x[va]).argmax(1)
     down = y[va] == 0
     assert np.mean(balanced[down] == 0) > np.mean(unweighted[down] == 0) + 0.15
-    assert f1_score(y[va], balanced, average="macro") > f1_score(y[va], unweighted, average="macro")
+    assert balanced_accuracy_score(y[va], balanced) > balanced_accuracy_score(y[va], unweighted)
 
 
 # ------------------------------------------------------------------ ONNX export
