@@ -6,7 +6,6 @@ unsubscribes; a dropped md socket resubscribes. Plus the frame conversion on its
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ import pytest
 from esml.broker.tradovate import TradovateClient
 from esml.broker.tradovate.market_data import MarketData
 from esml.data.book import BookState, replay_l1
-from esml.data.dbn import read_mbo
 from esml.data.tradovate_frames import TradovateFrames
 from esml.market.events import ADD, ASK, BID, CANCEL, F_MBP, MODIFY, TRADE
 from esml.market.instruments import ES, PRICE_SCALE
@@ -23,13 +21,7 @@ from esml.sim.tradovate_market import ReplayMarket
 from tests.aws_fixtures import sim_arguments
 from tests.tradovate_client_support import HEARTBEAT_S, client_for, eventually, quick
 
-ES_FILE = Path(__file__).parents[1] / "data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst"
-SYMBOL = "ESH4"
-
-
-@pytest.fixture(scope="module")
-def es_events() -> np.ndarray:
-    return read_mbo(ES_FILE)
+SYMBOL = "ESH4"  # the contract of conftest's ES_FILE, whose events `es_events` holds
 
 
 @pytest.fixture

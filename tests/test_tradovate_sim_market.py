@@ -20,19 +20,13 @@ import requests
 from typer.testing import CliRunner
 
 from esml.cli import sim_cmd
-from esml.data.dbn import read_mbo
 from esml.sim.tradovate_api import TradovateSim
 from esml.sim.tradovate_market import ReplayMarket
 from tests.aws_fixtures import ACCOUNT_SPEC, sim_arguments
+from tests.conftest import ES_FILE
 from tests.tradovate_sim_wire import Wire, login, order_body
 
-ES_FILE = Path(__file__).parents[1] / "data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst"
-SYMBOL = "ESH4"
-
-
-@pytest.fixture(scope="module")
-def es_events() -> np.ndarray:
-    return read_mbo(ES_FILE)
+SYMBOL = "ESH4"  # the contract of conftest's ES_FILE, whose events `es_events` holds
 
 
 @pytest.fixture
