@@ -55,8 +55,8 @@ def evaluate(
 ) -> None:
     """Walk-forward by year: fit on the years before, score against baselines, trade."""
     from esml.evaluation.bar_report import BarReportContext, render_html, render_markdown
-    from esml.evaluation.report import PLOTLYJS_FILE, ensure_plotlyjs
     from esml.evaluation.bar_walkforward import BarEvalSettings, evaluate_bars
+    from esml.evaluation.report import PLOTLYJS_FILE, ensure_plotlyjs
 
     start = time.perf_counter()
     test_years = _years(years)
