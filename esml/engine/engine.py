@@ -38,6 +38,7 @@ from esml.decision.protections import note_entry, record_round_trip
 from esml.engine.champion_watch import ChampionWatch
 from esml.engine.trader import Decision, Trader
 from esml.execution.manager import PositionManager
+from esml.execution.orders import Fill, Order
 from esml.execution.ports import BrokerFailure, ListsWorkingOrders, ReportsUpdates
 from esml.execution.recovery import RecoveryReport, recover
 from esml.features.batch import decision_ok, next_decision
@@ -378,6 +379,23 @@ class Engine:
         except BrokerFailure:  # a dropped socket or a lost answer: nothing taken, read later
             self.stats.broker_errors += 1
             return
+        self._book(orders, fills)
+
+    def sweep_fills(self) -> None:
+        """At the end of a run: the fills the broker has booked whose events are still on
+        their way (a last exit's), read from its fill list and each taken once, so the
+        journal and the broker agree when the run stops."""
+        known = {f.fill_id for f in self.journal.fills()}
+        try:
+            fills = [
+                f for f in self.broker.fills() if f.symbol == self.symbol and f.fill_id not in known
+            ]
+        except BrokerFailure:
+            self.stats.broker_errors += 1
+            return
+        self._book([], fills)
+
+    def _book(self, orders: list[Order], fills: list[Fill]) -> None:
         if not orders and not fills:
             return
         pv = self.instrument.point_value

@@ -281,3 +281,4 @@ async def close_out(engine: Engine, reason: str, timeout_s: float = 10.0) -> Non
         engine.poll()
         if engine.exposed():
             engine.flatten(engine.last_event_ns, reason)
+    engine.sweep_fills()
