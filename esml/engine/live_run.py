@@ -267,7 +267,8 @@ async def run(
     return engine
 
 
-async def close_out(engine: Engine, reason: str, timeout_s: float = 10.0) -> None:
+async def close_out(engine: Engine, reason: str, timeout_s: float = 30.0) -> None:
+    # 30 s: the broker's cancels and fills can lag on a loaded box; ECS gives the task 120 s
     """Close everything: at once on the paper exchange; with a remote broker, flatten and
     read its news until it holds nothing and the journal has every order's end (its fills
     and cancels arrive on their own time)."""
