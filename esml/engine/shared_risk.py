@@ -19,6 +19,8 @@ Exits, stop moves and flattening pass untouched: reducing risk is never blocked.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from esml.broker.base import OrderRejected, Placement
@@ -69,8 +71,13 @@ class SharedRiskBroker:
         return placement
 
     def reserve(self, intent: OrderIntent) -> Verdict:
-        """Gate `intent` on the shared worst case and reserve it, in one conditional write."""
-        proposal = Proposal(intent.symbol, intent.side, intent.qty, self.source, intent.ts_ns)
+        """Gate `intent` on the shared worst case and reserve it, in one conditional write.
+
+        Stamped with the server's clock (`AccountStore.now_ns`), not the intent's market
+        time: a reservation's age, its expiry and the cooldown are server-clock concepts,
+        shared with the alert path, which stamps the same way."""
+        now_ns = self.store.now_ns()
+        proposal = Proposal(intent.symbol, intent.side, intent.qty, self.source, now_ns)
 
         def decide(state: SharedAccount) -> Verdict:
             if intent.client_id in state.reservations:  # a retry: reserved before
@@ -81,9 +88,9 @@ class SharedRiskBroker:
             if v.approved:
                 state.reservations[intent.client_id] = Reservation(
                     intent.client_id, intent.symbol, intent.side.sign * intent.qty, intent.qty,
-                    False, ReservationStatus.PENDING, intent.ts_ns, state.risk.last_entry_ns,
+                    False, ReservationStatus.PENDING, now_ns, state.risk.last_entry_ns,
                 )  # fmt: skip
-                note_entry(state.risk, intent.ts_ns)
+                note_entry(state.risk, now_ns)
             return v
 
         _, verdict = self.store.update(self.account, decide)
@@ -123,11 +130,13 @@ def on_shared_account(
     account: str,
     gates: GateStack,
     risk: RiskConfig,
+    clock: Callable[[], datetime] | None = None,
 ) -> tuple[SharedRiskBroker, LedgerJournal]:
     """The engine's broker and journal on the AWS tables (boto3 Table resources): entries
     reserved on the shared account, fills booked into it once each, orders, signals and
-    decisions in the orders table."""
-    store = AccountStore(risk_table)
+    decisions in the orders table. `clock` is the server's (the wall clock unless a
+    replay stands in for it)."""
+    store = AccountStore(risk_table) if clock is None else AccountStore(risk_table, clock)
     ledger = FillLedger(store, fills_table, risk)
     journal = LedgerJournal(DynamoDBJournal(orders_table, fills_table), ledger, account)
     return SharedRiskBroker(broker, store, account, gates), journal
