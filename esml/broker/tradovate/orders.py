@@ -116,17 +116,16 @@ class OrderSpec:
         trailing = self.order_type == "TrailingStop"
         needs_price = self.order_type in ("Limit", "StopLimit")
         needs_stop = self.order_type in ("Stop", "StopLimit")
-        for name, needed, value in (
-            ("price", needs_price, self.price),
-            ("stop_price", needs_stop, self.stop_price),
+        for name, needed, allowed, value in (
+            ("price", needs_price, needs_price, self.price),
+            # a TrailingStop's stop is optional: Tradovate starts it at the market plus the peg
+            ("stop_price", needs_stop, needs_stop or trailing, self.stop_price),
         ):
-            if trailing and name == "stop_price" and value is None:
-                continue  # optional: Tradovate starts it at the market plus the peg
-            if (needed or trailing) and not (
-                value is not None and math.isfinite(value) and value > 0
-            ):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{self.client_id}: {name} must be a positive number")
+            if needed and value is None:
                 raise ValueError(f"{self.client_id}: a {self.order_type} order needs a {name}")
-            if not (needed or trailing) and value is not None:
+            if not allowed and value is not None:
                 raise ValueError(f"{self.client_id}: a {self.order_type} order takes no {name}")
         if trailing != (self.peg is not None):
             raise ValueError(f"{self.client_id}: a peg goes with a TrailingStop, and only with it")
