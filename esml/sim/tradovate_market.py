@@ -205,18 +205,15 @@ class ReplayMarket:
                 if j < len(self._trade_at):
                     bound = min(until_ns, int(ev["ts_recv"][self._trade_at[j]]))
             self._advance(bound)
-            if bound < until_ns:  # at a trade: its reports first, then the stops move
-                self.now_ns = max(self.now_ns, bound)
-                self._deliver(self.now_ns)
+            last = int(ev["ts_recv"][self.i - 1]) if self.i else 0
+            self.now_ns = max(self.now_ns, bound if self.i < n else last)
+            self._deliver(self.now_ns)  # what the trades did first, then the stops move
             if self._trailing:
                 traded = int(np.searchsorted(self._trade_at, self.i))
                 self._trail(self._tape["price"][self._trailed_to : traded])
                 self._trailed_to = traded
             if bound >= until_ns or self.i >= n:
                 break
-        last = int(ev["ts_recv"][self.i - 1]) if self.i else 0
-        self.now_ns = max(self.now_ns, until_ns if self.i < n else last)
-        self._deliver(self.now_ns)
         if self.i != start and self._sim is not None:
             publish_market(self._sim, {self._contract})
 
