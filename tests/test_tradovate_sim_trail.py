@@ -127,8 +127,10 @@ def test_bracket_trailing_stop_leg_on_the_replayed_es_book(replay: TradovateSim)
     sim, call = replay, _rest(replay)
     market = sim.market
     assert market is not None
+    market.step(2_000)  # into the session: trades on the tape
+    assert len(market.tape())
     ask = market.touch()[2]
-    peg = -1.0  # four ticks
+    peg = -1.0  # four ticks, once modified
     code, ids = call(
         "/order/placeoso",
         {
@@ -136,7 +138,7 @@ def test_bracket_trailing_stop_leg_on_the_replayed_es_book(replay: TradovateSim)
             "bracket1": {
                 "action": "Sell",
                 "orderType": "TrailingStop",
-                "pegDifference": peg,
+                "pegDifference": -3.0,
                 "stopPrice": ask - 2.0,
             },
             "bracket2": {"action": "Sell", "orderType": "Limit", "price": ask + 50.0},
@@ -144,8 +146,13 @@ def test_bracket_trailing_stop_leg_on_the_replayed_es_book(replay: TradovateSim)
     )
     assert code == 200, ids
     stop_id, target_id = ids["oso1Id"], ids["oso2Id"]
+    assert _order(sim, stop_id)["stopPrice"] == ask - 2.0  # where it was sent
+    modify = {"orderId": stop_id, "orderQty": 1, "orderType": "TrailingStop",
+              "pegDifference": peg, "isAutomated": True}  # fmt: skip
+    assert call("/order/modifyorder", modify)[0] == 200
+    last = float(market.tape()["price"][-1])
     stops = [_order(sim, stop_id)["stopPrice"]]
-    assert stops == [ask - 2.0]  # it starts where it was sent, until the peg passes it
+    assert stops == [max(ask - 2.0, last + peg)]  # the new peg trails from the last trade
     start = int(np.searchsorted(market._trade_at, market.i))
     while _order(sim, stop_id)["ordStatus"] == "Working" and market.i < len(market.events):
         market.step(500)
@@ -157,15 +164,17 @@ def test_bracket_trailing_stop_leg_on_the_replayed_es_book(replay: TradovateSim)
     assert stops == sorted(stops) and stops[-1] > stops[0], "it trailed up, never down"
     # the trail replayed by hand on the tape: trades of one timestamp move it together
     tape = market.tape()[start:]
-    expected = ask - 2.0
+    expected, triggered = stops[0], False
     for ts in np.unique(tape["ts"]):
         prices = tape["price"][tape["ts"] == ts]
         if prices.min() <= expected:
-            break  # triggered at this stop
+            triggered = True  # a trade reached the stop: it sold at the market then
+            break
         expected = max(expected, float(prices.max()) + peg)
-    assert stops[-1] == expected
+    assert triggered and stops[-1] == expected
     _, fills = call("/fill/deps", masterid=stop_id)
-    assert fills[0]["price"] <= stops[-1]  # a stop sells at the market once reached
+    assert [f["qty"] for f in fills] == [1]
     _, versions = call("/orderVersion/deps", masterid=stop_id)
-    assert [v["stopPrice"] for v in versions] == sorted(set(stops))
-    assert {v["pegDifference"] for v in versions} == {peg}
+    terms = [(v["stopPrice"], v["pegDifference"]) for v in versions]
+    assert terms[0] == (ask - 2.0, -3.0) and {p for _, p in terms[1:]} == {peg}
+    assert {s for s, _ in terms} == {ask - 2.0, *stops} and len(set(terms)) == len(terms)
