@@ -11,25 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import requests
 
 from esml.sim.tradovate_api import TradovateSim
 from esml.sim.tradovate_market import ReplayMarket
 from tests.aws_fixtures import ACCOUNT_SPEC, sim_arguments, tradovate_sim
-from tests.tradovate_sim_wire import Wire, login, order_body
-
-
-def _rest(sim: TradovateSim) -> Any:
-    headers = {"Authorization": f"Bearer {login(sim.base_url)['accessToken']}"}
-
-    def call(path: str, body: Any = None, **params: Any) -> Any:
-        if body is None:
-            r = requests.get(f"{sim.base_url}{path}", params=params, headers=headers, timeout=5)
-        else:
-            r = requests.post(f"{sim.base_url}{path}", json=body, headers=headers, timeout=5)
-        return r.status_code, r.json()
-
-    return call
+from tests.tradovate_sim_wire import Wire, login, order_body, rest_caller
 
 
 def _order(sim: TradovateSim, oid: int) -> dict[str, Any]:
@@ -43,7 +29,7 @@ def priced() -> Iterator[TradovateSim]:
 
 
 def test_trailing_stop_on_a_set_price(priced: TradovateSim) -> None:
-    sim, call = priced, _rest(priced)
+    sim, call = priced, rest_caller(priced.base_url)
     trail = {**order_body("Sell", 1, "TrailingStop"), "pegDifference": -2.0}
     # refused field by field, nothing placed
     bad = [
@@ -124,7 +110,7 @@ def replay(es_events: np.ndarray) -> Iterator[TradovateSim]:
 
 
 def test_bracket_trailing_stop_leg_on_the_replayed_es_book(replay: TradovateSim) -> None:
-    sim, call = replay, _rest(replay)
+    sim, call = replay, rest_caller(replay.base_url)
     market = sim.market
     assert market is not None
     market.step(2_000)  # into the session: trades on the tape

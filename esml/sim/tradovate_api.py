@@ -10,7 +10,9 @@ the checks the real API makes (bad or expired token -> 401; malformed request ->
 `errorText`; business refusals -> 200 with `failureReason` / `failureText`), and is
 stricter in two places, to catch client mistakes early: `isAutomated` must be true, and
 bracket legs are checked against the entry price when the order is sent (wrong side or
-off the tick grid -> `InvalidPrice`) rather than when they are released.
+off the tick grid -> `InvalidPrice`) rather than when they are released. Order types:
+Market, Limit, Stop and TrailingStop (`pegDifference`; see `esml.sim.tradovate_trail`),
+alone, in an OCO or as an OSO leg; others are refused `Unsupported`.
 
 WebSockets (`ws_url`, `md_url`): see `esml.sim.tradovate_ws`. Every change to the user's
 orders, fills, positions and cash is pushed as `props` events (`esml.sim.tradovate_props`).
