@@ -4,7 +4,6 @@ once; the account follows the broker. On the real ES file."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -48,11 +47,9 @@ def es(es_events) -> np.ndarray:
 def _engine(events: np.ndarray, tables: dict[str, Any]) -> Engine:
     gates = GateStack.from_config(CFG.risk, ES, CFG.execution.commission_per_side)
     paper = PaperBroker(ES, BookState.new(ES.tick_fixed), CFG.paper_exchange)
-    replay_clock = lambda: datetime.fromtimestamp(paper.now_ns / 1e9, UTC)  # noqa: E731
-    broker, journal = on_shared_account(
+    broker, journal = on_shared_account(  # the paper exchange's clock is the server's
         paper, orders_table=tables[ORDERS_TABLE], fills_table=tables[FILLS_TABLE],
         risk_table=tables[RISK_STATE_TABLE], account=ACCOUNT, gates=gates, risk=CFG.risk,
-        clock=replay_clock,  # the server's clock, in a replay: the replay's time
     )  # fmt: skip
     strategy = make_rule_strategy("momentum", tick_size=ES.tick_size)
     account = AccountState(trading_day(int(events["ts_recv"][0])))

@@ -14,16 +14,22 @@ fills consume it, through `esml.decision.fills`), refused (released), answer los
 UNKNOWN, until the broker is asked by client id). An entry that ends unfilled (cancelled,
 rejected) is released at the next look at the broker's news, after its fills were booked.
 Exits, stop moves and flattening pass untouched: reducing risk is never blocked.
+
+Time is the server's, as on the alert path: the gates, the cooldown and each
+reservation's stamp (its age decides when an unanswered order may be given up) read the
+store's clock, never the intent's market time. That clock is the wall clock, except for
+the paper broker, whose simulated exchange is the server (a replay's time).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from esml.broker.base import OrderRejected, Placement
+from esml.broker.paper import PaperBroker
 from esml.config import RiskConfig
 from esml.decision.account_store import AccountStore
 from esml.decision.broker_sync import mark, release
@@ -121,6 +127,11 @@ class SharedRiskBroker:
         return getattr(self.broker, name)
 
 
+def exchange_clock(paper: PaperBroker) -> Callable[[], datetime]:
+    """The paper exchange's clock: the time of the last event it has seen."""
+    return lambda: datetime.fromtimestamp(paper.now_ns / 1e9, UTC)
+
+
 def on_shared_account(
     broker: EngineBroker,
     *,
@@ -134,8 +145,11 @@ def on_shared_account(
 ) -> tuple[SharedRiskBroker, LedgerJournal]:
     """The engine's broker and journal on the AWS tables (boto3 Table resources): entries
     reserved on the shared account, fills booked into it once each, orders, signals and
-    decisions in the orders table. `clock` is the server's (the wall clock unless a
-    replay stands in for it)."""
+    decisions in the orders table. `clock` is the server's: by default the wall clock,
+    and for the paper broker its simulated exchange's (a replay's time: that exchange is
+    the server then)."""
+    if clock is None and isinstance(broker, PaperBroker):
+        clock = exchange_clock(broker)
     store = AccountStore(risk_table) if clock is None else AccountStore(risk_table, clock)
     ledger = FillLedger(store, fills_table, risk)
     journal = LedgerJournal(DynamoDBJournal(orders_table, fills_table), ledger, account)
