@@ -89,6 +89,7 @@ def test_a_trailing_bracket_trails_fires_and_leaves_the_account_flat(stack: Stac
         "Filled",
         "Canceled",
     )
+    assert by_id[f"{cid}-stop"]["price"] == Decimal("5774.5")  # where it had trailed to
     account = stack.account()
     assert account.position("ESH5") == 0 and account.reservations == {}
     assert account.books["ESH5"].realized_pnl == pytest.approx((5774.25 - 5772.25) * 50)
