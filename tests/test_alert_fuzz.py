@@ -38,7 +38,7 @@ __all__ = ["aws", "aws_session", "make_stack"]
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 
 FIELDS = ["passphrase", "ticker", "action", "contracts", "price", "time", "market_position",
-          "close_only", "order_type", "limit_price", "cancel_after_s", "stop", "targets",
+          "close_only", "order_type", "limit_price", "cancel_after_s", "stop", "trail", "targets",
           "breakeven_after_tp1", "confidence", "comment", "qty", ""]  # fmt: skip
 
 json_values = st.recursive(
