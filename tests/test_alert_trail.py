@@ -14,10 +14,8 @@ from pydantic import ValidationError
 
 from esml.decision.alerts import TradingViewAlert, parse_alert
 from esml.market.side import Side
-from tests.alert_stack import Stack, make_stack
-from tests.aws_fixtures import FILLS_TABLE, alert, aws, aws_session
-
-__all__ = ["aws", "aws_session", "make_stack"]
+from tests.alert_stack import Stack
+from tests.aws_fixtures import FILLS_TABLE, alert
 
 # the three handlers share Powertools' metric buffer in one process: the innermost flushes it
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
