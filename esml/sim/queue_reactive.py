@@ -67,6 +67,7 @@ from esml.sim.emit import (
 )
 from esml.sim.qr_params import REGIMES, QRParams, default_params
 from esml.sim.rng import below, draw, exponential, normal, uniform
+from esml.sim.slow_dynamics import activity_curve
 from esml.sim.synthetic import SYNTHETIC_INSTRUMENT_ID
 
 NS = 1_000_000_000
@@ -159,8 +160,10 @@ def generate(
     state = np.random.SeedSequence([int(seed), day.toordinal(), int(offset_s)]).generate_state(
         4, np.uint64
     )
+    activity = activity_curve(seed, day, params.slow) if params.slow else None
     return simulate(state, params, start_ns=start_utc, duration_s=duration_s,
-                    day_offset_s=offset_s, open_price=open_price)  # fmt: skip
+                    day_offset_s=offset_s, open_price=open_price,
+                    activity=activity)  # fmt: skip
 
 
 def opening_price(seed: int, day: date, params: QRParams) -> float:
@@ -229,10 +232,13 @@ def simulate(
     day_offset_s: float,
     open_price: float,
     layers: bool = True,
+    activity: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Generated:
     """Run the compiled generator from a 4-word xoshiro state. `layers=False` switches off
     the assumed layers (regimes, the intraday curve, shocks) and keeps what was calibrated:
-    the queue-reactive tables, theta, theta_reinit and the order-flow pressure."""
+    the queue-reactive tables, theta, theta_reinit and the order-flow pressure. `activity`
+    (knots in seconds after 17:00 CT, factors; `esml.sim.slow_dynamics`) replaces the
+    intraday curve when the layers are on."""
     inst = instrument_for(params.instrument)  # QRParams checked its tick
     start_tick = round(open_price / params.tick_size)
     low_tick = start_tick - GRID // 2
@@ -243,6 +249,8 @@ def simulate(
     scal, knots_s, factor, reg_mean, reg_cdf, reg_act = _layers(
         params, duration_s, day_offset_s, layers
     )
+    if layers and activity is not None:
+        knots_s, factor = (np.asarray(a, np.float64) for a in activity)
     capacity = _capacity_guess(params, knots_s, factor, reg_act, day_offset_s, duration_s)
     order_cap = 1 << 16
     while True:  # rare: rerun from the same state with twice the room
