@@ -1,18 +1,14 @@
 """The generator's slow dynamics: the fit recovers known parameters from bars drawn with
-them, the shipped fit is what the fit returns on the shipped bars, and a day with slow
-dynamics is deterministic per (seed, date) whatever window of it is asked for."""
+them, and a day with slow dynamics is deterministic per (seed, date)."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from esml.data.continuous import chain_bars
-from esml.data.sierra import SHIPPED_BARS, read_shipped_bars, sha256_of
 from esml.market.calendar import is_trading_date, session_bounds
 from esml.sim.qr_params import IntradayParams, QRParamsError, SlowParams
 from esml.sim.queue_reactive import generate
@@ -24,7 +20,6 @@ from esml.sim.slow_dynamics import (
     save_slow,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 MINUTES = (0.0, 60.0, 500.0, 900.0, 930.0, 1100.0, 1320.0, 1380.0)
 FACTOR = (1.0, 1.0, 2.0, 2.0, 9.0, 3.0, 6.0, 1.5)
 
@@ -67,19 +62,6 @@ def test_the_fit_recovers_known_slow_dynamics() -> None:
     want = np.interp(at, MINUTES, FACTOR)
     got = np.interp(at, fit.intraday.minutes, fit.intraday.factor)
     assert got == pytest.approx(want, rel=0.2)
-
-
-def test_the_shipped_fit_is_what_the_fit_returns_on_the_shipped_bars() -> None:
-    path = ROOT / SHIPPED_BARS
-    shipped = load_slow()
-    assert shipped.source == path.name and shipped.source_sha256 == sha256_of(path)
-    fit = fit_slow(chain_bars(read_shipped_bars(path)), source=path.name, sha256=sha256_of(path))
-    assert fit == shipped
-    # what nine years of ES say: volatility persists over days and over hours
-    assert 0.8 < fit.daily_phi < 0.99 and 0.5 < fit.daily_sd < 1.5
-    assert 1800 < fit.intraday_tau_s < 6 * 3600 and 0.2 < fit.intraday_sd < 1.0
-    f = dict(zip(fit.intraday.minutes, fit.intraday.factor, strict=True))
-    assert f[932.5] > 5 * f[602.5]  # 08:30 CT against 03:00 CT
 
 
 def test_a_slow_day_is_deterministic_per_seed_and_window(tmp_path) -> None:

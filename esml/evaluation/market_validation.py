@@ -29,7 +29,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import databento_dbn as dbn
@@ -53,6 +53,7 @@ from esml.evaluation.bar_stylized import (
     profile_corr,
 )
 from esml.evaluation.stylized import TRADE_SIZE_QUANTILES, StylizedFacts, stylized_facts
+from esml.market.calendar import is_trading_date
 from esml.market.events import (
     ADD,
     ASK,
@@ -77,6 +78,7 @@ CLOSE_ENOUGH = 0.25  # relative difference from real ES still called "close"
 CKS_R2 = 0.65  # Cont, Kukanov and Stoikov (2014): mean R² on US equities, 10-s intervals
 
 DEFAULT_BAR_DAYS = 20  # generated trade dates set against the real bars
+WINDOW_EVENINGS = 10  # generated windows like the real MBO file's, averaged
 Generator = Callable[[int], np.ndarray]
 
 
@@ -332,6 +334,31 @@ def departures(
     return out
 
 
+def window_departures(real: StylizedFacts, seed: int, evenings: int) -> list[Departure]:
+    """The tick-level statistics of generated windows like the real file's: its first
+    `real.hours` from the 17:00 CT open, on `evenings` trade dates (slow dynamics on),
+    averaged, since a statistic of one short window is noisy and, over a whole day, the
+    daily swing of activity alone fattens tails and lengthens clustering."""
+    values: dict[str, list[float]] = {}
+    day = date.fromisoformat(GENERATED_DAY)
+    for _ in range(evenings):
+        while not is_trading_date(day):
+            day += timedelta(days=1)
+        ev = generate_day(seed, day, params=bar_calibrated_params(), hours=real.hours)
+        for name, (v, _) in _scalars(stylized_facts(ev, ES.tick_fixed, str(day))).items():
+            values.setdefault(name, []).append(v)
+        day += timedelta(days=1)
+    e = _scalars(real)
+    return [Departure(n, float(np.nanmean(v)), e[n][0], None) for n, v in values.items()]
+
+
+def _window_title(real: StylizedFacts, evenings: int) -> str:
+    return (
+        f"The same window as {real.label} ({real.hours:.1f} h from the 17:00 CT open), "
+        f"mean of {evenings} generated evenings:"
+    )
+
+
 def bar_departures(sim: BarFacts, real: BarFacts) -> list[Departure]:
     """Each bar-level statistic of the generated days against the real bars."""
     r = bar_scalars(real)
@@ -528,6 +555,8 @@ def write_report(
     real_es: Sequence[StylizedFacts],
     bars: tuple[BarFacts, BarFacts] | None = None,
     bar_gaps: Sequence[Departure] = (),
+    like: Sequence[Departure] = (),
+    like_title: str = "",
 ) -> None:
     ok_l = all(r.ok for r in replays)
     ok_e = all(c.ok for c in es)
@@ -565,8 +594,13 @@ def write_report(
         "Unit-free statistics are also set against the LOBSTER stocks' range.</p>",
         "<ul>" + "".join(f"<li>{html.escape(g.sentence())}</li>" for g in gone + close) + "</ul>",
         f"<p>{html.escape(_cks_sentence(facts))}</p>",
-        plots,
     ]
+    if like:
+        parts += [
+            f"<h3>{html.escape(like_title)}</h3>",
+            "<ul>" + "".join(f"<li>{html.escape(g.sentence())}</li>" for g in like) + "</ul>",
+        ]
+    parts += [plots]
     if bars is not None:
         real, sim = bars
         far = sum(g.departs for g in bar_gaps)
@@ -614,10 +648,12 @@ def run(
     generator_tick_fixed: int = ES.tick_fixed,
     console: Console | None = None,
     bar_days: int = 0,
+    evenings: int = 0,
 ) -> int:
-    """The first three parts, and the bar facts on `bar_days` generated days (the command
-    asks for DEFAULT_BAR_DAYS); the exit status: 0 all good, 1 a check failed, 2 data
-    missing."""
+    """The first three parts, the bar facts on `bar_days` generated days and the tick facts
+    on `evenings` generated windows like the real file's (the command asks for
+    DEFAULT_BAR_DAYS and WINDOW_EVENINGS); the exit status: 0 all good, 1 a check failed,
+    2 data missing."""
     if console is None:  # a log (CI, make) gets the tables whole; a terminal wraps them
         console = Console()
         console = console if console.is_terminal else Console(width=240)
@@ -663,6 +699,12 @@ def run(
     for g in gaps:
         console.print(g.sentence(), style="yellow" if g.departs else None, markup=False)
     console.print(_cks_sentence(facts), markup=False)
+    like = window_departures(es_facts[0], seed, evenings) if es_facts and evenings else []
+    like_title = _window_title(es_facts[0], evenings) if like else ""
+    if like:
+        console.print(like_title, style="bold", markup=False)
+        for g in like:
+            console.print(g.sentence(), style="yellow" if g.departs else None, markup=False)
     bars, bar_gaps = None, []
     if bar_days > 0:
         shipped = Path(__file__).resolve().parents[2] / SHIPPED_BARS
@@ -675,7 +717,7 @@ def run(
         console.print(_bar_sample(real_bars, sim_bars), markup=False)
         for g in bar_gaps:
             console.print(g.sentence(), style="yellow" if g.departs else None, markup=False)
-    write_report(out, replays, es, facts, gaps, es_facts, bars, bar_gaps)
+    write_report(out, replays, es, facts, gaps, es_facts, bars, bar_gaps, like, like_title)
     console.print(f"report: {out}")
     bad = [r for r in replays if not r.ok] + [c for c in es if not c.ok]
     if bad:
@@ -709,17 +751,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
+        "--evenings",
+        type=int,
+        default=WINDOW_EVENINGS,
+        help="generated windows like the real ES file's, for the like-for-like tick facts",
+    )
+    p.add_argument(
         "--bar-days",
         type=int,
         default=DEFAULT_BAR_DAYS,
         help="consecutive generated trade dates for the bar-level facts (0: skip them)",
     )
     a = p.parse_args(argv)
-    if a.bar_days < 0:
-        p.error(f"--bar-days must be >= 0, got {a.bar_days}")
+    if a.bar_days < 0 or a.evenings < 0:
+        p.error("--bar-days and --evenings must be >= 0")
     gen = load_generator(a.generator) if a.generator else default_generator
     try:
-        return run(a.data_dir, a.out, gen, a.seed, bar_days=a.bar_days)
+        return run(a.data_dir, a.out, gen, a.seed, bar_days=a.bar_days, evenings=a.evenings)
     except DataFileError as e:
         Console().print(f"[red]{e}[/red]")
         return 2
