@@ -158,9 +158,6 @@ def calibrate_cmd(
         raise typer.Exit(2) from e
     params.save(out)
     s = params.calibration
-    table = Table(title=f"queue-reactive calibration of {file.name}")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
     rows = [
         ("window (continuous trading)", f"{s.window_s:,.0f} s"),
         ("order-flow events modelled / beyond the modelled queues",
@@ -175,6 +172,13 @@ def calibrate_cmd(
         ("sd of 1-s / 1-min mid changes",
          f"{s.mid_change_sd_1s:.3f} / {s.mid_change_sd_1min:.3f} pts"),
     ]  # fmt: skip
+    _show_fit(f"queue-reactive calibration of {file.name}", rows, out)
+
+
+def _show_fit(title: str, rows: list[tuple[str, str]], out: Path) -> None:
+    table = Table(title=title)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
@@ -203,9 +207,6 @@ def _calibrate_bars(bars: Path, out: Path | None) -> None:
         raise typer.Exit(2) from e
     save_slow(slow, out)
     f = dict(zip(slow.intraday.minutes, slow.intraday.factor, strict=True))
-    table = Table(title=f"slow dynamics fitted on {bars.name}")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
     rows = [
         ("bars (first, last)", f"{slow.bars:,} ({slow.first_bar_utc[:10]}, "
          f"{slow.last_bar_utc[:10]})"),
@@ -216,10 +217,7 @@ def _calibrate_bars(bars: Path, out: Path | None) -> None:
         ("activity at 03:00 / 08:30 / 12:00 CT (17:00-18:00 = 1)",
          f"{f[602.5]:.2f} / {f[932.5]:.2f} / {f[1142.5]:.2f}"),
     ]  # fmt: skip
-    for name, value in rows:
-        table.add_row(name, value)
-    console.print(table)
-    console.print(f"written: {out}")
+    _show_fit(f"slow dynamics fitted on {bars.name}", rows, out)
 
 
 @app.command("tradovate")
