@@ -78,6 +78,7 @@ MAX_PRESSURE = 0.95  # |regime + order-flow pressure| is capped here
 MIN_SIDE_ORDERS = 10  # no cancel, reprice or trade thins a side below this many orders
 OPEN_WALK_ANCHOR = date(2000, 1, 3)  # the daily opening-price walk starts here
 OPEN_WALK_PERSISTENCE = 0.995  # AR(1) per business day: levels wander, never explode
+CAPACITY_MARGIN = 1.8  # event buffer: this times the records the mean activity makes
 
 # layouts of the small arrays handed to the kernel
 (P_THETA, P_THETA_REINIT, P_PARTIAL, P_DURATION, P_DAY_OFFSET, P_TREND, P_RANGE_KAPPA,
@@ -251,7 +252,7 @@ def simulate(
     )
     if layers and activity is not None:
         knots_s, factor = (np.asarray(a, np.float64) for a in activity)
-    capacity = _capacity_guess(params, knots_s, factor, reg_act, day_offset_s, duration_s)
+    capacity = _capacity_guess(params, knots_s, factor, day_offset_s, duration_s)
     order_cap = 1 << 16
     while True:  # rare: rerun from the same state with twice the room
         ev = empty_events(capacity)
@@ -339,11 +340,13 @@ def _layers(p: QRParams, duration_s: float, day_offset_s: float, on: bool):
             _cdf(r.transition), reg_act)  # fmt: skip
 
 
-def _capacity_guess(p, knots_s, factor, reg_act, offset_s, duration_s) -> int:
+def _capacity_guess(p, knots_s, factor, offset_s, duration_s) -> int:
+    """Room for the records of a run: an overflow reruns it with twice the room, so the
+    margin covers what regimes and book states add to the records per unit of activity."""
     per_s = p.calibration.records_per_s if p.calibration else 20.0
     x = np.linspace(offset_s, offset_s + duration_s, 2000)
-    activity = float(np.interp(x, knots_s, factor).mean()) * float(reg_act.max())
-    return int(per_s * activity * duration_s * 1.3) + 50_000
+    activity = float(np.interp(x, knots_s, factor).mean())
+    return int(per_s * activity * duration_s * CAPACITY_MARGIN) + 50_000
 
 
 # ---------------------------------------------------------------- the generator's own book
