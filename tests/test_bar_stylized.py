@@ -20,8 +20,10 @@ from esml.evaluation.bar_stylized import (
     hill_tail_index,
     lagged_corr,
     mean_run_length,
+    profile_corr,
     u_shape,
 )
+from esml.evaluation.market_validation import bar_departures
 from esml.market.events import BID, TRADE
 from esml.sim.queue_reactive import generate_day
 
@@ -110,3 +112,8 @@ def test_real_es_bars_show_the_stylized_facts(real: pd.DataFrame) -> None:
     assert f.flow_return_corr > 0.1  # buyers lift prices
     names = bar_scalars(f)
     assert len(names) == 30 and all(np.isfinite(v) for v in names.values())
+    # make validate's departures: the real bars against themselves are close everywhere
+    gaps = bar_departures(f, f)
+    assert [g.statistic for g in gaps] == list(names)
+    assert not any(g.departs for g in gaps if g.real_es)
+    assert profile_corr(f, f) == pytest.approx(1.0)

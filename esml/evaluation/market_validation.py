@@ -13,10 +13,12 @@ set beside real markets.
    ES 5-minute bars against `--bar-days` consecutive generated days aggregated to the same
    bars (the slow dynamics: tails, clustering, the clock, regime lengths), with departures.
 
-The generator runs with its slow dynamics fitted on the bars (`esml.sim.slow_dynamics`).
+The generator runs with its slow dynamics fitted on the bars (`esml.sim.slow_dynamics`);
+`--generator` replaces it in part 3's table only: the bar facts and the windows like the
+real file's (`--evenings`) are always the queue-reactive generator's.
 Exits non-zero when any check fails. Usage:
     python -m esml.evaluation.market_validation [--data-dir DIR] [--out FILE.html]
-        [--generator MODULE:FUNCTION] [--seed N] [--bar-days N]
+        [--generator MODULE:FUNCTION] [--seed N] [--bar-days N] [--evenings N]
 """
 
 from __future__ import annotations
