@@ -26,8 +26,11 @@ from esml_cdk.data import DataStore  # noqa: E402
 from esml_cdk.settings import Settings, SettingsError  # noqa: E402
 from esml_cdk.trading_service import TradingService  # noqa: E402
 
-CONTEXT = {"esml:offlineAccount": "123456789012", "esml:offlineRegion": "us-east-1",
-           "esml:alarmEmail": "alarms@example.invalid"}
+CONTEXT = {
+    "esml:offlineAccount": "123456789012",
+    "esml:offlineRegion": "us-east-1",
+    "esml:alarmEmail": "alarms@example.invalid",
+}
 
 
 def _template(esml_config: dict[str, Any]) -> dict[str, Any]:
