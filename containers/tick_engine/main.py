@@ -23,8 +23,8 @@
     ESML_HEALTH_FILE  touched at every status tick; `health.py` beside this file is the
                       container's health check (healthy while younger than 30 s)
     MODEL_BUCKET, MODEL_PREFIX, ESML_MODEL_DIR, ESML_MODEL_SYNC_S    the champion's sync
-    ESML_CAPTURE_DIR  with it, what the engine receives is kept there in hourly DBN files,
-                      each uploaded to s3://MODEL_BUCKET/DATA_PREFIX live/ (default data/)
+    ESML_CAPTURE_DIR  with it, what the engine receives is kept there, one esml store per
+                      hour, each uploaded to s3://MODEL_BUCKET/DATA_PREFIX live/<symbol>/<hour>/
     ESML_CONFIG       JSON of EsmlConfig fields
 """
 

@@ -32,7 +32,7 @@ def live(
     tradovate_rest: str | None = typer.Option(None, help="REST base (default: demo)"),
     tradovate_ws: str | None = typer.Option(None, help="user WebSocket (default: demo)"),
     tradovate_md: str | None = typer.Option(None, help="market-data WebSocket (default: demo)"),
-    capture: Path | None = typer.Option(None, help="keep what is received: hourly DBN files"),
+    capture: Path | None = typer.Option(None, help="keep what is received: a store an hour"),
     quiet: bool = typer.Option(False, help="no status line, only the summary"),
 ) -> None:
     """Run the live loop: a market source, a broker, the engine, a journal. Tradovate
