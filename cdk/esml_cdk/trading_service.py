@@ -175,6 +175,7 @@ class TradingService(Construct):
         )
         data.model_bucket.grant_read(task.task_role, f"{MODEL_PREFIX}*")
         data.model_bucket.grant_put(task.task_role, f"{DATA_PREFIX}live/*")  # captured data
+        data.model_bucket.grant_read(task.task_role, f"{DATA_PREFIX}live/*")  # its warm start
         for table in (data.orders, data.fills, data.risk_state):
             table.grant_read_write_data(task.task_role)
         tradovate_secret.grant_read(task.task_role)

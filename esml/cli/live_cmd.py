@@ -29,6 +29,7 @@ def live(
     lockout: float = typer.Option(10.0, help="seconds with no entry after the start-up check"),
     warm: float = typer.Option(0.0, help="replay: seconds of the file that only warm models"),
     warm_from: list[Path] = typer.Option([], help="recorded files before the data: warm-up"),
+    warm_history: bool = typer.Option(True, help="tradovate: warm up from chart history"),
     tradovate_rest: str | None = typer.Option(None, help="REST base (default: demo)"),
     tradovate_ws: str | None = typer.Option(None, help="user WebSocket (default: demo)"),
     tradovate_md: str | None = typer.Option(None, help="market-data WebSocket (default: demo)"),
@@ -59,7 +60,7 @@ def live(
         settings = LiveSettings(
             source=source, broker=broker, data=data, speed=speed, strategy=strategy,  # type: ignore[arg-type]
             for_s=parse_duration(for_) if for_ else None, lockout_s=lockout, warm_s=warm,
-            symbol=symbol, warm_from=tuple(warm_from),
+            symbol=symbol, warm_from=tuple(warm_from), warm_history=warm_history,
             endpoints=Endpoints(tradovate_rest, tradovate_ws, tradovate_md),
         )  # fmt: skip
         client = None
