@@ -32,8 +32,10 @@ from esml.engine.live_run import Endpoints, LiveSettings, run, tradovate_client,
 from esml.engine.serving import serve
 from esml.engine.status import Snapshot, snapshot
 from esml.engine.warm_start import download_recorded, warm_start
+from esml.features.sequences import BAR, bar_windows
 from esml.journal.sqlite import SQLiteJournal
 from esml.market.calendar import trading_day
+from esml.market.instruments import ES
 from esml.sim.synthetic import generate_session
 from esml.sim.tradovate_api import TradovateSim
 from esml.sim.tradovate_market import ReplayMarket
@@ -75,8 +77,21 @@ def test_chart_history_lets_the_ensemble_vote_in_the_first_minutes(
                      endpoints=Endpoints(sim.base_url, sim.ws_url, sim.md_url))  # fmt: skip
     client = tradovate_client(with_defaults(dict(TRADOVATE_LOGIN)), s.endpoints,
                               cfg.execution.commission_per_side, orders=False)  # fmt: skip
-    seen: list[Snapshot] = []
     assert sim.market is not None
+    served_so_far = sim.market.events[: sim.market.i]
+    # the chart history's minute bars equal the training path's (the batch builder over
+    # every event served so far): same bars, same indicators, bit for bit
+    probe = Engine(cfg, served.make(), SQLiteJournal(tmp_path / "probe.sqlite"),
+                   AccountState(trading_day(int(served_so_far["ts_recv"][-1]))), symbol=SYMBOL,
+                   mode="paper")  # fmt: skip
+    md = client.market_data("dom")
+    warm_start(probe, md=md)
+    md.close()
+    assert probe.inputs is not None
+    want = bar_windows(served_so_far, ES.tick_fixed, np.array([probe.last_event_ns]))
+    assert want.ready[0]
+    np.testing.assert_array_equal(probe.inputs.read(BAR), want.x[0])
+    seen: list[Snapshot] = []
     live_from = int(sim.market.events["ts_recv"][sim.market.i])  # the first live event
     live, stop = threading.Event(), threading.Event()
     pacer = threading.Thread(target=_pace, args=(sim, live, stop), daemon=True)
