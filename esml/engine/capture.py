@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -100,7 +100,6 @@ class Capture:
         self._hour: int | None = None
         self._parts: list[np.ndarray] = []
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
-        self._jobs: list[Future[None]] = []
 
     def add(self, events: np.ndarray) -> None:
         if not len(events):
@@ -116,8 +115,6 @@ class Capture:
         if self._parts and self._hour is not None:
             self._submit(self._hour)
         self._writer.shutdown(wait=True)
-        for job in self._jobs:
-            job.result()
         self._retry_uploads()
 
     async def wrap(self, source: AsyncIterator[np.ndarray]) -> AsyncIterator[np.ndarray]:
@@ -154,11 +151,19 @@ class Capture:
     def _submit(self, hour: int) -> None:
         events = np.concatenate(self._parts)
         self._parts = []
-        self._jobs = [j for j in self._jobs if not j.done() or j.exception() is not None]
-        self._jobs.append(self._writer.submit(self._write, hour, events))
+        self._writer.submit(self._write, hour, events)
 
     def _write(self, hour: int, events: np.ndarray) -> None:
+        """In the writer thread: a failure is logged, never raised into the trading loop."""
         stamp = datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y%m%d-%H")
+        try:
+            self._store(stamp, events)
+        except Exception:
+            log.exception("capture: the hour %s could not be written", stamp)
+            return
+        self._retry_uploads()
+
+    def _store(self, stamp: str, events: np.ndarray) -> None:
         folder = self.folder / self.symbol / stamp
         folder.mkdir(parents=True, exist_ok=True)
         ids = np.unique(events["instrument_id"]).tolist()
@@ -170,7 +175,6 @@ class Capture:
             dbn.unlink(missing_ok=True)  # the store holds it now
         self.written.append(folder)
         self.not_uploaded.append(folder)
-        self._retry_uploads()
 
     def _retry_uploads(self) -> None:
         if self.upload is None:
