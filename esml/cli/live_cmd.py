@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,6 +81,10 @@ def live(
     console.print(f"esml live: {settings.source} -> {settings.broker} ({settings.mode} mode), "
                   f"strategy {strat.name}, journal {journal}")  # fmt: skip
     show = None if quiet else _printer()
+    said = logging.getLogger("esml.engine.warm_start")  # its one line: what the warm-up filled
+    if not said.handlers:
+        said.setLevel(logging.INFO)
+        said.addHandler(logging.StreamHandler())
     try:
         with SQLiteJournal(journal) as j:
             kept = Capture(capture, settings.symbol or cfg.instrument) if capture else None
