@@ -291,11 +291,10 @@ def warm_start(engine: Engine, *, recorded: Sequence[Path] = (), md: Any = None,
             engine.warm(tick_events(ticks, iid))
         if inputs is not None and inputs.lob is not None and (len(bars) or len(ticks)):
             inputs.lob = LobState(engine.instrument.tick_fixed)  # L1 only: DeepLOB waits for DOM
-    stamps = [int(x) for x in (history["ts_recv"][:1] if len(history) else [])]
-    stamps += [int(bars["ts_event"][0])] if len(bars) else []
-    stamps += [int(ticks["ts"][0])] if len(ticks) else []
-    last = engine.last_event_ns if stamps else None
-    report = WarmReport(len(history), len(bars), len(ticks), min(stamps, default=None), last,
+    firsts = [int(rows[key][0]) for rows, key in
+              ((history, "ts_recv"), (bars, "ts_event"), (ticks, "ts")) if len(rows)]  # fmt: skip
+    report = WarmReport(len(history), len(bars), len(ticks), min(firsts, default=None),
+                        engine.last_event_ns if firsts else None,
                         tuple(engine.warming()))  # fmt: skip
     log.info("%s", report.line())
     return report
