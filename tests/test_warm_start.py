@@ -31,7 +31,7 @@ from esml.engine.engine import Engine
 from esml.engine.live_run import Endpoints, LiveSettings, run, tradovate_client, with_defaults
 from esml.engine.serving import serve
 from esml.engine.status import Snapshot, snapshot
-from esml.engine.warm_start import download_recorded, warm_start
+from esml.engine.warm_start import download_recorded, recorded_events, warm_live, warm_start
 from esml.features.sequences import BAR, bar_windows
 from esml.journal.sqlite import SQLiteJournal
 from esml.market.calendar import trading_day
@@ -85,7 +85,7 @@ def test_chart_history_lets_the_ensemble_vote_in_the_first_minutes(
                    AccountState(trading_day(int(served_so_far["ts_recv"][-1]))), symbol=SYMBOL,
                    mode="paper")  # fmt: skip
     md = client.market_data("dom")
-    warm_start(probe, md=md)
+    asyncio.run(warm_live(probe, md=md))
     md.close()
     assert probe.inputs is not None
     want = bar_windows(served_so_far, ES.tick_fixed, np.array([probe.last_event_ns]))
@@ -154,7 +154,7 @@ def test_recorded_hours_in_s3_warm_the_windows_and_the_metric_says_what_still_fi
     fresh = serve(ROOT / "models", cfg, hot_swap=False)
     warm = Engine(cfg, fresh.strategy, SQLiteJournal(tmp_path / "b.sqlite"), AccountState(day),
                   symbol=SYMBOL, mode="paper")  # fmt: skip
-    report = warm_start(warm, recorded=hours)
+    report = warm_start(warm, recorded_events(hours))
     assert report.recorded_events > len(es_events) // 2
     # the market opened at 23:00 UTC: the two hours hold 59 closed minute bars, one short
     # of the bar LSTM's window; the features and the tick window are full

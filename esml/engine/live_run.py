@@ -38,7 +38,7 @@ from esml.engine.capture import Capture
 from esml.engine.engine import Engine, EngineBroker, Mode
 from esml.engine.live import NS, paced, run_live
 from esml.engine.status import Snapshot
-from esml.engine.warm_start import warm_start
+from esml.engine.warm_start import warm_live
 from esml.journal.base import Journal
 from esml.market.calendar import trading_day
 from esml.sim.synthetic import generate_session
@@ -255,7 +255,7 @@ async def run(
     if events is None and s.warm_history:  # the md socket's chart history warms, then feeds
         md = await asyncio.to_thread(market.market_data, "dom")
     if s.warm_from or md is not None:  # history before the live data: nothing is traded
-        await asyncio.to_thread(warm_start, engine, recorded=s.warm_from, md=md, symbol=symbol)
+        await warm_live(engine, recorded=s.warm_from, md=md, symbol=symbol)
     source = (tradovate_feed(market, symbol, md=md) if events is None
               else market_source(s, engine, events))  # fmt: skip
     if capture is not None:

@@ -24,6 +24,7 @@ pseudo-orders are cancelled), so the live DOM's levels are not counted twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ import numpy as np
 from esml.broker.base import BrokerError
 from esml.data import store
 from esml.data.dbn import L1_ASK_ORDER_ID, L1_BID_ORDER_ID, main_instrument, read_mbo
+from esml.data.schemas import OHLCV_DTYPE
 from esml.data.tradovate_frames import PUBLISHER_TRADOVATE, TradovateFrames
 from esml.engine.capture import HOUR_NS, LIVE_PREFIX
 from esml.engine.engine import Engine
@@ -264,33 +266,46 @@ def chart_history(md: Any, symbol: str, instrument_id: int, tick_size: float, *,
 # -- the warm-up --------------------------------------------------------------------------
 
 
-def warm_start(engine: Engine, *, recorded: Sequence[Path] = (), md: Any = None,
-               symbol: str | None = None, timeout_s: float = 30.0) -> WarmReport:  # fmt: skip
+async def warm_live(engine: Engine, *, recorded: Sequence[Path] = (), md: Any = None,
+                    symbol: str | None = None, timeout_s: float = 30.0) -> WarmReport:  # fmt: skip
     """Warm `engine` from recorded files or stores (oldest first), then from the md socket's
-    chart history after them. Nothing is traded; the start-up reconciliation and its lockout
-    come at the first live quote."""
+    chart history after them. The socket is waited on in a worker thread; the engine is fed
+    on the caller's (its journal and broker belong to that thread)."""
     history = recorded_events(recorded)
-    if len(history):
-        engine.warm(history)
-    bars, ticks = np.zeros(0), np.zeros(0, TICK_DTYPE)
+    bars, ticks, iid = np.zeros(0, OHLCV_DTYPE), np.zeros(0, TICK_DTYPE), 0
     if md is not None:
         sym = symbol or engine.symbol
         iid = md.contract_id(sym)
         after = int(history["ts_recv"][-1]) if len(history) else None
         try:
-            bars, ticks = chart_history(md, sym, iid, engine.instrument.tick_size,
-                                        after_ns=after, timeout_s=timeout_s)  # fmt: skip
+            bars, ticks = await asyncio.to_thread(
+                chart_history, md, sym, iid, engine.instrument.tick_size, after_ns=after,
+                timeout_s=timeout_s,
+            )  # fmt: skip
         except BrokerError as e:  # no history: the windows fill from live data, as said
             log.warning("warm start: no chart history for %s (%s)", sym, e)
-        inputs = engine.inputs
-        if len(bars):
-            engine.warm(bar_trades(bars, iid))
-            if inputs is not None:  # bar trades are not trades: the tick window takes real ones
-                inputs.ticks = TickBarState(engine.instrument.tick_fixed)
-        if len(ticks):
-            engine.warm(tick_events(ticks, iid))
-        if inputs is not None and inputs.lob is not None and (len(bars) or len(ticks)):
-            inputs.lob = LobState(engine.instrument.tick_fixed)  # L1 only: DeepLOB waits for DOM
+    return warm_start(engine, history, bars, ticks, iid)
+
+
+def warm_start(engine: Engine, history: np.ndarray, bars: np.ndarray | None = None,
+               ticks: np.ndarray | None = None, instrument_id: int = 0) -> WarmReport:  # fmt: skip
+    """Feed the history to `engine` without trading: recorded events, then the chart's
+    minute bars (as trades) and ticks (`chart_history`). The tick window keeps real trades
+    only and the book-snapshot window live books only. The start-up reconciliation and its
+    lockout come at the first live quote."""
+    bars = np.zeros(0, OHLCV_DTYPE) if bars is None else bars
+    ticks = np.zeros(0, TICK_DTYPE) if ticks is None else ticks
+    if len(history):
+        engine.warm(history)
+    inputs = engine.inputs
+    if len(bars):
+        engine.warm(bar_trades(bars, instrument_id))
+        if inputs is not None:  # bar trades are not trades: the tick window takes real ones
+            inputs.ticks = TickBarState(engine.instrument.tick_fixed)
+    if len(ticks):
+        engine.warm(tick_events(ticks, instrument_id))
+    if inputs is not None and inputs.lob is not None and (len(bars) or len(ticks)):
+        inputs.lob = LobState(engine.instrument.tick_fixed)  # L1 only: DeepLOB waits for DOM
     firsts = [int(rows[key][0]) for rows, key in
               ((history, "ts_recv"), (bars, "ts_event"), (ticks, "ts")) if len(rows)]  # fmt: skip
     report = WarmReport(len(history), len(bars), len(ticks), min(firsts, default=None),
