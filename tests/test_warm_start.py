@@ -91,6 +91,8 @@ def test_chart_history_lets_the_ensemble_vote_in_the_first_minutes(
     want = bar_windows(served_so_far, ES.tick_fixed, np.array([probe.last_event_ns]))
     assert want.ready[0]
     np.testing.assert_array_equal(probe.inputs.read(BAR), want.x[0])
+    _, bid_size, _, ask_size = probe.book.touch()
+    assert bid_size == ask_size == 0, "the touch rebuilt from the chart is off the book"
     seen: list[Snapshot] = []
     live_from = int(sim.market.events["ts_recv"][sim.market.i])  # the first live event
     live, stop = threading.Event(), threading.Event()
