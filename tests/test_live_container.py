@@ -16,6 +16,8 @@ import pytest
 
 from containers.tick_engine import health
 from containers.tick_engine import main as tick_engine
+from esml.data import store
+from esml.data.book import snapshot_end
 from esml.data.dbn import main_instrument, read_mbo
 from esml.decision.account_store import AccountStore
 from tests.aws_fixtures import (
@@ -71,11 +73,14 @@ def test_the_container_trades_a_replay_into_dynamodb_with_metrics_and_capture(
     assert sum(r["Fills"] for r in records) == len(fills), "counts are deltas that add up"
     assert all(r["PositionMismatch"] == 0 for r in records)
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="models")["Contents"])
-    assert keys == [f"data/live/ES-20231225-{h}.mbo.dbn.zst" for h in ("00", "22", "23")]
-    kept = np.concatenate([read_mbo(p) for p in sorted((tmp_path / "capture").iterdir())])
+    hours = [f"data/live/ES/20231225-{h}/" for h in ("00", "22", "23")]
+    assert [k for k in keys if k.endswith(store.MANIFEST)] == [h + store.MANIFEST for h in hours]
+    kept = [store.read_events(p, "mbo", "ES") for p in sorted((tmp_path / "capture/ES").iterdir())]
+    # each later hour opens on the book at its top (a snapshot), then what was received
+    kept = np.concatenate([kept[0], *(k[snapshot_end(k) :] for k in kept[1:])])
     replayed = read_mbo(ES_FILE)
     replayed = replayed[replayed["instrument_id"] == main_instrument(replayed)]
-    assert np.array_equal(kept, replayed), "the hourly files hold exactly what was received"
+    assert np.array_equal(kept, replayed), "the hourly stores hold exactly what was received"
     assert health.healthy(env)
     os.utime(tmp_path / "health", (time.time() - 60, time.time() - 60))
     assert not health.healthy(env)

@@ -3,7 +3,9 @@
 Sources, each the MBO events of one instrument over one CME trading day (a book replay
 must start from that day's snapshot):
 - every esml store (a folder holding `_manifest.json`, `esml.data.store`) under the data
-  roots: the hourly files the live engine records under the bucket's `data/` prefix;
+  roots: the live engine's capture writes one per clock hour, at
+  `data/live/<symbol>/<YYYYMMDD-HH>/` in the bucket (`esml.engine.capture`), each
+  starting with a book snapshot so it replays on its own;
 - every DBN MBO file under the data roots: data a person uploads, and the real CME ES
   hour this image ships.
 

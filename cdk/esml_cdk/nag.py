@@ -104,6 +104,7 @@ def acknowledge_stack_findings(stack: cdk.Stack) -> None:
         task.task_role,
         "AwsSolutions-IAM5",
         f"Resource::<{logical_id(data.model_bucket)}.Arn>/data/live/*",
-        "write-only (bucket.grantPut) under data/live/: the hourly files of market data the "
-        "engine received, for retraining; the champion under models/ stays read-only",
+        "put and read (bucket.grantPut, grantRead) under data/live/ only: the hourly stores "
+        "of market data the engine received, for retraining and its own warm start; the "
+        "champion under models/ stays read-only",
     )

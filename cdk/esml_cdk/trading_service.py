@@ -16,6 +16,7 @@ position that differs from the broker's, and the daily loss limit.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from esml.config import EsmlConfig, load_config
 from esml_cdk.data import DATA_PREFIX, MODEL_PREFIX, DataStore
 
 TICK_ENGINE_DOCKERFILE = "containers/tick_engine/Dockerfile"
@@ -41,13 +43,11 @@ class EngineSettings:
 
     source: str = "tradovate"  # Tradovate's md socket
     broker: str = "paper"  # paper (live data, simulated fills) until switched to tradovate
-    instrument: str = "ES"  # the config's instrument: the metrics' dimension
     symbol: str | None = None  # the contract; None: the instrument's front month
     strategy: str = "model"
     on_stop: str = "flatten"  # or "leave": SIGTERM leaves the exchange-held bracket
     lockout_s: float = 10.0
     stale_data_s: float = 30.0  # the stale-data alarm's threshold
-    daily_loss: float = 1500.0  # the daily-loss alarm's threshold (the config's max_daily_loss)
     tradovate_ws_url: str | None = None
     tradovate_md_url: str | None = None
 
@@ -175,20 +175,23 @@ class TradingService(Construct):
         )
         data.model_bucket.grant_read(task.task_role, f"{MODEL_PREFIX}*")
         data.model_bucket.grant_put(task.task_role, f"{DATA_PREFIX}live/*")  # captured data
+        data.model_bucket.grant_read(task.task_role, f"{DATA_PREFIX}live/*")  # its warm start
         for table in (data.orders, data.fills, data.risk_state):
             table.grant_read_write_data(task.task_role)
         tradovate_secret.grant_read(task.task_role)
-        self.alarms = self._alarms(engine)
+        self.alarms = self._alarms(engine, engine_config(esml_config_json))
 
-    def _alarms(self, engine: EngineSettings) -> dict[str, cloudwatch.Alarm]:
+    def _alarms(self, engine: EngineSettings, cfg: EsmlConfig) -> dict[str, cloudwatch.Alarm]:
         """Alarms on the engine's EMF metrics (no actions here: the monitoring construct
-        routes alarms to its topic)."""
+        routes alarms to its topic). The daily-loss threshold and the `Instrument`
+        dimension come from `cfg`, the config the container trades with (its ESML_CONFIG),
+        so the alarm watches the limit the engine enforces, under the name it emits."""
 
         def metric(name: str, stat: str) -> cloudwatch.Metric:
             return cloudwatch.Metric(
                 namespace=METRICS_NAMESPACE, metric_name=name, statistic=stat,
                 period=Duration.minutes(1),
-                dimensions_map={"Service": "tick-engine", "Instrument": engine.instrument},
+                dimensions_map={"Service": "tick-engine", "Instrument": cfg.instrument},
             )  # fmt: skip
 
         above = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
@@ -199,7 +202,7 @@ class TradingService(Construct):
                              "the broker's news could not be read"),
             "PositionMismatch": ("PositionMismatch", "Maximum", 0, above, 2,
                                  "the engine's position differs from the broker's"),
-            "DailyLoss": ("RealizedPnL", "Minimum", -engine.daily_loss,
+            "DailyLoss": ("RealizedPnL", "Minimum", -cfg.risk.max_daily_loss,
                           cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD, 1,
                           "today's realised loss reached the daily limit"),
         }  # fmt: skip
@@ -215,3 +218,9 @@ class TradingService(Construct):
                 else missing.NOT_BREACHING,
             )  # fmt: skip
         return alarms
+
+
+def engine_config(esml_config_json: str | None) -> EsmlConfig:
+    """The config the container loads from its ESML_CONFIG (`containers/tick_engine/main.py`):
+    the same JSON, the same loader, the defaults when the stack passes none."""
+    return load_config(**json.loads(esml_config_json or "{}"))

@@ -10,6 +10,9 @@
     ESML_LOCKOUT_S    no entry this long after the start-up reconciliation (default 10)
     ESML_WARM_DATA    recorded files (paths or s3:// URIs, comma-separated, oldest first)
                       that end before the live data: they warm the models' windows
+    ESML_WARM_S3_HOURS  tradovate: the capture's hours of the last this many hours, from
+                      s3://MODEL_BUCKET/DATA_PREFIX live/, warm first (default 2; 0: none)
+    ESML_WARM_HISTORY 1 (the default) | 0: tradovate: then Tradovate's chart history warms
     ESML_ON_STOP      flatten (the default) | leave: on SIGTERM close everything, or leave
                       the position under its exchange-held bracket for the next start
     TRADOVATE_SECRET_ARN    the credentials secret (JSON: name, password, appId, ...);
@@ -23,8 +26,8 @@
     ESML_HEALTH_FILE  touched at every status tick; `health.py` beside this file is the
                       container's health check (healthy while younger than 30 s)
     MODEL_BUCKET, MODEL_PREFIX, ESML_MODEL_DIR, ESML_MODEL_SYNC_S    the champion's sync
-    ESML_CAPTURE_DIR  with it, what the engine receives is kept there in hourly DBN files,
-                      each uploaded to s3://MODEL_BUCKET/DATA_PREFIX live/ (default data/)
+    ESML_CAPTURE_DIR  with it, what the engine receives is kept there, one esml store per
+                      hour, each uploaded to s3://MODEL_BUCKET/DATA_PREFIX live/<symbol>/<hour>/
     ESML_CONFIG       JSON of EsmlConfig fields
 """
 
@@ -37,6 +40,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,7 @@ from esml.engine.live_run import (
 from esml.engine.serving import serve
 from esml.engine.shared_risk import on_shared_account
 from esml.engine.status import Snapshot
+from esml.engine.warm_start import download_recorded
 from esml.journal.base import Journal
 from esml.journal.sqlite import SQLiteJournal
 
@@ -86,6 +91,7 @@ def settings_from_env(env: dict[str, str]) -> LiveSettings:
         sim_hours=float(env.get("ESML_SIM_HOURS", "6.5")),
         symbol=env.get("ESML_SYMBOL"),
         warm_from=tuple(Path(fetch(u)) for u in env.get("ESML_WARM_DATA", "").split(",") if u),
+        warm_history=env.get("ESML_WARM_HISTORY", "1") != "0",
         endpoints=Endpoints(*(env.get(f"ESML_TRADOVATE_{k}") for k in ("REST", "WS", "MD"))),
     )
 
@@ -190,6 +196,8 @@ async def run_service(env: dict[str, str]) -> Engine:
     except (ConfigError, LiveSetupError, ValueError, json.JSONDecodeError) as e:
         log.error("cannot start: %s", e)
         raise SystemExit(2) from e
+    recorded = recorded_hours(env, s.source, s.symbol or cfg.instrument)  # as the capture keeps
+    s = replace(s, warm_from=s.warm_from + recorded)
     reporter = Reporter(env, cfg.instrument)  # the root: the alarms' dimension survives rolls
     capture = None
     if env.get("ESML_CAPTURE_DIR"):
@@ -217,6 +225,22 @@ async def run_service(env: dict[str, str]) -> Engine:
     log.info("session over: %d events, %d decisions, %d signals, %d orders, %d fills",
              st.events, st.decisions, st.signals, st.orders, st.fills)  # fmt: skip
     return engine
+
+
+def recorded_hours(env: dict[str, str], source: str, symbol: str) -> tuple[Path, ...]:
+    """The capture's last hours from S3, to warm from before the chart history (a live
+    source only: a replay has its own clock)."""
+    hours = float(env.get("ESML_WARM_S3_HOURS", "2"))
+    bucket = env.get("MODEL_BUCKET")
+    if source != "tradovate" or not bucket or hours <= 0:
+        return ()
+    try:
+        return tuple(download_recorded(boto3.client("s3"), bucket, env.get("DATA_PREFIX", "data/"),
+                                       symbol, hours=hours, now_ns=time.time_ns(),
+                                       folder=Path("/tmp/esml/warm")))  # fmt: skip
+    except Exception:  # no recorded hours: the chart history alone warms
+        log.exception("warm start: the recorded hours could not be read from S3")
+        return ()
 
 
 def serve_models(env: dict[str, str], cfg: EsmlConfig):

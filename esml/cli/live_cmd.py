@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,10 +30,11 @@ def live(
     lockout: float = typer.Option(10.0, help="seconds with no entry after the start-up check"),
     warm: float = typer.Option(0.0, help="replay: seconds of the file that only warm models"),
     warm_from: list[Path] = typer.Option([], help="recorded files before the data: warm-up"),
+    warm_history: bool = typer.Option(True, help="tradovate: warm up from chart history"),
     tradovate_rest: str | None = typer.Option(None, help="REST base (default: demo)"),
     tradovate_ws: str | None = typer.Option(None, help="user WebSocket (default: demo)"),
     tradovate_md: str | None = typer.Option(None, help="market-data WebSocket (default: demo)"),
-    capture: Path | None = typer.Option(None, help="keep what is received: hourly DBN files"),
+    capture: Path | None = typer.Option(None, help="keep what is received: a store an hour"),
     quiet: bool = typer.Option(False, help="no status line, only the summary"),
 ) -> None:
     """Run the live loop: a market source, a broker, the engine, a journal. Tradovate
@@ -59,7 +61,7 @@ def live(
         settings = LiveSettings(
             source=source, broker=broker, data=data, speed=speed, strategy=strategy,  # type: ignore[arg-type]
             for_s=parse_duration(for_) if for_ else None, lockout_s=lockout, warm_s=warm,
-            symbol=symbol, warm_from=tuple(warm_from),
+            symbol=symbol, warm_from=tuple(warm_from), warm_history=warm_history,
             endpoints=Endpoints(tradovate_rest, tradovate_ws, tradovate_md),
         )  # fmt: skip
         client = None
@@ -79,6 +81,10 @@ def live(
     console.print(f"esml live: {settings.source} -> {settings.broker} ({settings.mode} mode), "
                   f"strategy {strat.name}, journal {journal}")  # fmt: skip
     show = None if quiet else _printer()
+    said = logging.getLogger("esml.engine.warm_start")  # its one line: what the warm-up filled
+    if not said.handlers:
+        said.setLevel(logging.INFO)
+        said.addHandler(logging.StreamHandler())
     try:
         with SQLiteJournal(journal) as j:
             kept = Capture(capture, settings.symbol or cfg.instrument) if capture else None

@@ -172,6 +172,10 @@ class TradovateFrames:
             events.append(self._events([_Event(TRADE, side, price, int(t["s"]))], ts))
         return np.concatenate(events) if events else empty_events(0)
 
+    def seen(self, tick_ids: list[int]) -> None:
+        """Trades taken elsewhere (a warm start's history): not converted again."""
+        self._seen_ticks.update(int(t) for t in tick_ids)
+
     def minute_bars(self, packet: dict[str, Any]) -> np.ndarray:
         """One minute-bar packet's bars as OHLCV records; a bar sent again (the forming
         minute, updated) replaces the earlier copy in `bars()`."""

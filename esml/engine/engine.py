@@ -282,8 +282,9 @@ class Engine:
         mid = 0.5 * (bid + ask)
         if self.entries_from_ns is None:
             self._start_up(ts, bid, ask, mid)
-        self.manager.on_market(ts, bid, ask, mid)  # trailing, time exits, timeouts
-        self._take_broker_updates()
+        if self.trading:  # not on history: what is held waits for live prices and reconciliation
+            self.manager.on_market(ts, bid, ask, mid)  # trailing, time exits, timeouts
+            self._take_broker_updates()
         if not ready(self.features.s, ts):
             return
         if not self.trading or ts < self.entries_from_ns:

@@ -38,6 +38,7 @@ from esml.engine.capture import Capture
 from esml.engine.engine import Engine, EngineBroker, Mode
 from esml.engine.live import NS, paced, run_live
 from esml.engine.status import Snapshot
+from esml.engine.warm_start import warm_live
 from esml.journal.base import Journal
 from esml.market.calendar import trading_day
 from esml.sim.synthetic import generate_session
@@ -73,7 +74,8 @@ class LiveSettings:
     for_s: float | None = None  # stop after this much wall time
     lockout_s: float = 10.0  # no entry this long after the start-up reconciliation
     warm_s: float = 0.0  # replay: the file's first seconds warm the windows, untraded
-    warm_from: tuple[Path, ...] = ()  # recorded files (the last hours) that warm the windows
+    warm_from: tuple[Path, ...] = ()  # recorded files or hour stores that warm the windows
+    warm_history: bool = True  # tradovate: then Tradovate's chart history (`warm_start`)
     symbol: str | None = None  # the contract traded; None: the config's instrument
     sim_seed: int = 1
     sim_hours: float = 6.5
@@ -158,11 +160,13 @@ def tradovate_client(creds: dict[str, Any], endpoints: Endpoints, commission_per
     return client
 
 
-async def tradovate_feed(client: Any, symbol: str, *, idle_s: float = 0.01
+async def tradovate_feed(client: Any, symbol: str, *, idle_s: float = 0.01, md: Any = None
                          ) -> AsyncIterator[np.ndarray]:  # fmt: skip
-    """The md socket as chunks of esml events: the 10-level DOM for the book and the live
-    tick chart for the trades, in arrival order (stamps never go back between chunks)."""
-    md = await asyncio.to_thread(client.market_data, "dom")
+    """The md socket (`md`, or one opened here) as chunks of esml events: the 10-level DOM
+    for the book and the live tick chart for the trades, in arrival order (stamps never go
+    back between chunks)."""
+    if md is None:
+        md = await asyncio.to_thread(client.market_data, "dom")
     md.subscribe_dom(symbol)
     await asyncio.to_thread(md.get_chart, symbol, "Tick", as_much_as=1)
     last = 0
@@ -247,9 +251,13 @@ async def run(
                     broker=broker, mode=s.mode, lockout_s=s.lockout_s)  # fmt: skip
     if started is not None:
         started(engine)
-    if s.warm_from:  # history before the live data: the windows fill, nothing is traded
-        engine.warm(np.concatenate([replay_events(p) for p in s.warm_from]))
-    source = tradovate_feed(market, symbol) if events is None else market_source(s, engine, events)
+    md = None
+    if events is None and s.warm_history:  # the md socket's chart history warms, then feeds
+        md = await asyncio.to_thread(market.market_data, "dom")
+    if s.warm_from or md is not None:  # history before the live data: nothing is traded
+        await warm_live(engine, recorded=s.warm_from, md=md, symbol=symbol)
+    source = (tradovate_feed(market, symbol, md=md) if events is None
+              else market_source(s, engine, events))  # fmt: skip
     if capture is not None:
         source = capture.wrap(source)
     try:

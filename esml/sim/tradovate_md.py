@@ -148,21 +148,27 @@ def _tick_packet(sub_id: int, rows: np.ndarray, first_id: int, tick: float,
 
 
 def minute_bars(rows: np.ndarray, minutes: int) -> list[dict[str, Any]]:
-    """Trade bars of `minutes` minutes, as Tradovate's chart `bars`."""
+    """Trade bars of `minutes` minutes, as Tradovate's chart `bars`. Every trade's volume is
+    up or down by the tick test (an unchanged price keeps the last move's side; before any
+    move, up), so upVolume + downVolume is the bar's volume."""
     if not len(rows):
         return []
     width = 60_000_000_000 * minutes
     starts = rows["ts"] // width * width
+    moves = np.sign(np.diff(rows["price"], prepend=rows["price"][0]))
+    at = np.where(moves != 0, np.arange(len(moves)), 0)
+    np.maximum.accumulate(at, out=at)
+    up = np.where(moves[at] != 0, moves[at], 1) > 0
     bars = []
     for start in np.unique(starts):
-        r = rows[starts == start]
+        of = starts == start
+        r, is_up, move = rows[of], up[of], moves[of]
         px, size, side = r["price"], r["size"], r["aggressor"]
-        moves = np.sign(np.diff(px, prepend=px[0]))
         bars.append({"timestamp": _iso(int(start)), "open": float(px[0]),
                      "high": float(px.max()), "low": float(px.min()), "close": float(px[-1]),
-                     "upVolume": int(size[moves > 0].sum()),
-                     "downVolume": int(size[moves < 0].sum()),
-                     "upTicks": int((moves > 0).sum()), "downTicks": int((moves < 0).sum()),
+                     "upVolume": int(size[is_up].sum()),
+                     "downVolume": int(size[~is_up].sum()),
+                     "upTicks": int((move > 0).sum()), "downTicks": int((move < 0).sum()),
                      "bidVolume": int(size[side < 0].sum()),
                      "offerVolume": int(size[side > 0].sum())})  # fmt: skip
     return bars

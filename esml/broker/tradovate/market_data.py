@@ -3,7 +3,8 @@
 `MarketData` opens the md socket (authorised with the md access token) on the client's
 event-loop thread and keeps its subscriptions: `md/subscribeQuote`, `md/subscribeDOM`
 and `md/getChart` (tick charts: every trade, history through `timeRange` then live;
-minute bars), with the matching unsubscribes. After a reconnect it subscribes again; a
+minute bars), with the matching unsubscribes; `history` reads a chart's history alone
+(a warm start, `esml.engine.warm_start`). After a reconnect it subscribes again; a
 tick chart asks again from the last trade it saw, and trades already seen (by tick id)
 are not repeated.
 
@@ -46,6 +47,7 @@ class Chart:
     realtime_id: int = 0
     history_done: bool = False
     last_ns: int | None = None  # the newest trade or bar seen: where a resubscription starts
+    held: list[dict[str, Any]] | None = None  # a history request: its packets, kept apart
 
 
 @dataclass
@@ -148,11 +150,45 @@ class MarketData:
         self._loop.run(self._open_chart(chart, closest_ns, as_much_as))
         return chart
 
+    def history(
+        self,
+        symbol: str,
+        kind: ChartKind = "Tick",
+        *,
+        minutes: int = 1,
+        as_far_as_ns: int | None = None,
+        as_much_as: int | None = None,
+        timeout_s: float = 30.0,
+    ) -> list[dict[str, Any]]:
+        """A chart's history only (its packets up to the end-of-history mark), kept out of
+        the live feed, then the chart is cancelled: what a warm start reads. The ticks it
+        holds count as seen, so a live tick chart opened later does not repeat them."""
+        if kind == "Tick" and minutes != 1:
+            raise ValueError("a tick chart has elementSize 1")
+        feed = self._feed(symbol)
+        chart = Chart(symbol, kind, minutes, last_ns=as_far_as_ns, held=[])
+        self._loop.run(self._open_chart(chart, None, as_much_as))
+        with self._news:
+            done = self._news.wait_for(lambda: chart.history_done, timeout_s)
+        self.cancel_chart(chart)
+        if not done:
+            raise BrokerError(f"{kind} chart history for {symbol} did not end in {timeout_s:g} s")
+        assert chart.held is not None
+        if kind == "Tick":
+            with self._lock:
+                feed.frames.seen([t["id"] for p in chart.held for t in p.get("tks") or []
+                                  if "id" in t])  # fmt: skip
+        return chart.held
+
     def cancel_chart(self, chart: Chart) -> None:
         self._request("md/cancelChart", {"subscriptionId": chart.realtime_id})
         with self._lock:
             for key in (chart.historical_id, chart.realtime_id):
                 self._charts.pop(key, None)
+
+    def contract_id(self, symbol: str) -> int:
+        """The contract id its events carry as `instrument_id`."""
+        return self._contract_id(symbol)
 
     # -- what the caller takes ---------------------------------------------------------------
 
@@ -223,7 +259,7 @@ class MarketData:
             chart.realtime_id = int(answer["realtimeId"])
             chart.history_done = False
             self._charts[chart.historical_id] = self._charts[chart.realtime_id] = chart
-            if chart.kind == "Tick":
+            if chart.kind == "Tick" and chart.held is None:
                 self._feeds[self._contract_id_of(chart)].frames.trades = "chart"
             early = self._early.pop(chart.historical_id, []) + self._early.pop(
                 chart.realtime_id, []
@@ -268,6 +304,11 @@ class MarketData:
                 return
             if packet.get("eoh"):
                 chart.history_done = True
+                self._news.notify_all()
+                return
+            if chart.held is not None:  # a history request: its own packets, no live ones
+                if int(packet["id"]) == chart.historical_id:
+                    chart.held.append(packet)
                 return
             feed = self._feeds[self._contract_id_of(chart)]
             self._news.notify_all()
