@@ -223,8 +223,11 @@ class Engine:
             self.entries_from_ns = None
 
     def poll(self) -> None:
-        """Take a remote broker's news between market events (a quiet market)."""
-        self._take_broker_updates()
+        """Take a remote broker's news between market events (a quiet market). Not before
+        the start-up reconciliation: it reads the broker's orders and fills itself, and a
+        manager that knows no journaled order would book them as strangers'."""
+        if self.entries_from_ns is not None:
+            self._take_broker_updates()
 
     def warming(self) -> list[str]:
         """What is still filling before the strategy can vote: "features" (the kernel's
