@@ -36,6 +36,7 @@ from esml.decision.gates import GateStack
 from esml.decision.proposal import AccountState
 from esml.decision.protections import note_entry, record_round_trip
 from esml.engine.champion_watch import ChampionWatch
+from esml.engine.lockstep import FollowsMarketTime
 from esml.engine.trader import Decision, Trader
 from esml.execution.manager import PositionManager
 from esml.execution.orders import Fill, Order
@@ -270,8 +271,11 @@ class Engine:
 
     # --- decision points -------------------------------------------------------------
     def _decide(self, ts: int) -> None:
+        follows = isinstance(self.broker, FollowsMarketTime)
         if self.paper is not None:
             self.paper.now_ns = ts
+        elif follows:  # a simulator in lockstep: its book to ours, its news up to now
+            self.broker.advance_to(ts)  # type: ignore[union-attr]
         if self.watch is not None:
             self._swap(ts, self.watch.poll(ts))
         day = trading_day(ts)
@@ -285,6 +289,8 @@ class Engine:
         mid = 0.5 * (bid + ask)
         if self.entries_from_ns is None:
             self._start_up(ts, bid, ask, mid)
+        elif follows:  # as the paper exchange's reports arrive before the decision
+            self._take_broker_updates()
         self.manager.on_market(ts, bid, ask, mid)  # trailing, time exits, timeouts
         self._take_broker_updates()
         if not ready(self.features.s, ts):
