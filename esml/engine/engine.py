@@ -271,11 +271,11 @@ class Engine:
 
     # --- decision points -------------------------------------------------------------
     def _decide(self, ts: int) -> None:
-        follows = isinstance(self.broker, FollowsMarketTime)
+        follows = self.paper is None and isinstance(self.broker, FollowsMarketTime)
         if self.paper is not None:
             self.paper.now_ns = ts
         elif follows:  # a simulator in lockstep: its book to ours, its news up to now
-            self.broker.advance_to(ts)  # type: ignore[union-attr]
+            self.broker.lockstep_to(ts)  # type: ignore[union-attr]
         if self.watch is not None:
             self._swap(ts, self.watch.poll(ts))
         day = trading_day(ts)

@@ -285,7 +285,7 @@ async def close_out(engine: Engine, reason: str, timeout_s: float = 30.0) -> Non
     end = loop.time() + timeout_s
     while (engine.exposed() or engine.manager.tracker.live()) and loop.time() < end:
         if isinstance(engine.broker, FollowsMarketTime):  # past the last event: carried out
-            engine.broker.advance_to(engine.last_event_ns + NS)
+            engine.broker.lockstep_to(engine.last_event_ns + NS)
         await asyncio.sleep(0.1)
         engine.poll()
         if engine.exposed():

@@ -31,7 +31,7 @@ Step = Callable[[int], tuple[int, bool]]
 class FollowsMarketTime(Protocol):
     """A broker whose market is moved by the engine's clock (a simulator in lockstep)."""
 
-    def advance_to(self, ts_ns: int) -> None: ...
+    def lockstep_to(self, ts_ns: int) -> None: ...
 
 
 def sim_stepper(root: str, timeout_s: float = 30.0) -> Step:
@@ -52,7 +52,7 @@ def sim_stepper(root: str, timeout_s: float = 30.0) -> Step:
 
 class LockstepBroker:
     """`broker` (the Tradovate client) whose simulator follows the engine's clock:
-    `advance_to(t)` steps it (now, or before the next request while nothing is open) and
+    `lockstep_to(t)` steps it (now, or before the next request while nothing is open) and
     waits until every fill it made by `t` has been heard."""
 
     def __init__(self, broker: Any, step: Step, wait_s: float = 10.0) -> None:
@@ -67,7 +67,7 @@ class LockstepBroker:
         self._orders: list[Order] = []
         self._fills: list[Fill] = []
 
-    def advance_to(self, ts_ns: int) -> None:
+    def lockstep_to(self, ts_ns: int) -> None:
         self._due = ts_ns
         if self._open:
             self._catch_up()
