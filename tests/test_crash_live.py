@@ -16,12 +16,12 @@ restarted on the same tables while the market waits:
 - SIGTERM with `ESML_ON_STOP=leave`: the process exits cleanly, the position stays under
   its exchange-held bracket.
 
-The kill points need no hook in the process: the simulator holds the answer, and a fault
-counted under the simulator's lock has been carried out. After the restart's start-up
-reconciliation (the market still paused) journal and broker agree: the same fills, the
-same position in the shared account, the same working orders; an open position has its
-stop. The run then goes on and ends flat, no client order id sent twice, every fill
-journaled once. The table of what each restart finds is in docs/live.md."""
+The kill points need no hook in the process: the simulator carries the request out and
+holds its answer back (`Held`), and the test kills the process while it waits. After the
+restart's start-up reconciliation (the market still paused) journal and broker agree:
+the same fills, the same position in the shared account, the same working orders; an open
+position has its stop. The run then goes on and ends flat, no client order id sent twice,
+every fill journaled once. The table of what each restart finds is in docs/live.md."""
 
 from __future__ import annotations
 
@@ -106,9 +106,9 @@ def _journaled(sim: TradovateSim, journal: DynamoDBJournal) -> bool:
     return len(journal.fills()) == len(sim._fills)
 
 
-# kill point -> (the request whose answer is held back, when to kill, where the replay
-# starts: seconds after the open, a little before the trade it needs; the first entry
-# comes at +361 s, the first stop move in the trade entered at +1786 s)
+# kill point -> (the request whose answer is held back, else kill once a bracketed position
+# is journaled; where the replay starts: seconds after the open, a little before the trade
+# it needs: the first entry comes at +361 s, the first stop move in the trade of +1786 s)
 KILL_POINTS: dict[str, tuple[str | None, int]] = {
     "mid-entry": ("/order/placeoso", 240),
     "mid-bracket": (None, 240),
