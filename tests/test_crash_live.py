@@ -61,6 +61,10 @@ CONFIG = {
                             "trail_distance_r": 0.25, "tight_trail_distance_r": 0.2}},
     "features": {"horizon_s": 400},
 }  # fmt: skip
+# The container's entry point, its imports done before it is let go: the restart is
+# launched while the first process still runs (as a standby task would be) and starts the
+# moment the first is dead, its seconds of imports not on the test's clock.
+GATED = "import sys; from containers.tick_engine import main; sys.stdin.readline(); main.main()"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}  # fmt: skip
 
@@ -168,16 +172,24 @@ def _launch(sim: TradovateSim, tmp_path: Path, moto_url: str, tables: dict[str, 
         "RISK_STATE_TABLE": tables["risk"].name, **more,
     }  # fmt: skip
     env.pop("TRADOVATE_SECRET_ARN", None)
-    return subprocess.Popen([sys.executable, "containers/tick_engine/main.py"], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    return subprocess.Popen([sys.executable, "-c", GATED], cwd=ROOT, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _go(p: subprocess.Popen) -> subprocess.Popen:
+    """Let a launched process run the entry point."""
+    assert p.stdin is not None
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    return p
 
 
 def _until(done: Callable[[], bool], p: subprocess.Popen, what: str, timeout_s: float = 120
            ) -> None:  # fmt: skip
     end = time.monotonic() + timeout_s
     while not done() and p.poll() is None and time.monotonic() < end:
-        time.sleep(0.01)
+        time.sleep(0.05)  # a DynamoDB scan per look: moto is pure Python
     if not done() and p.poll() is not None:
         print(p.stderr.read()[-5000:])  # type: ignore[union-attr]
     assert done(), f"{what} (the process: {p.poll()})"
@@ -228,9 +240,10 @@ def test_killed_anywhere_in_a_trade_the_restart_reconciles_and_nothing_is_lost_o
         start = int(np.searchsorted(es["ts_recv"], OPEN_NS + start_s * 10**9))
         market.step(start - market.i)
         ready = Held(sim, path) if path else lambda s: _bracketed(s) and _journaled(s, journal)
-        first = _launch(sim, tmp_path, moto_url, tables, "120s",
-                        ESML_ON_STOP="flatten" if kill else "leave")  # fmt: skip
-        procs = [first]
+        first = _go(_launch(sim, tmp_path, moto_url, tables, "120s",
+                            ESML_ON_STOP="flatten" if kill else "leave"))  # fmt: skip
+        second = _launch(sim, tmp_path, moto_url, tables, "3s")
+        procs = [first, second]
         pacer = threading.Thread(target=pace, daemon=True)
         try:
             _until(lambda: (tmp_path / "health").exists(), first, "the engine started")
@@ -244,8 +257,7 @@ def test_killed_anywhere_in_a_trade_the_restart_reconciles_and_nothing_is_lost_o
             print(f"{point}: at the kill the journal holds {dict(at_kill)}, "
                   f"{len(journal.fills())} of the broker's {len(sim._fills)} fills")  # fmt: skip
             (tmp_path / "health").unlink()
-            second = _launch(sim, tmp_path, moto_url, tables, "3s")
-            procs.append(second)
+            _go(second)
             _until(lambda: (tmp_path / "health").exists(), second, "the engine restarted")
 
             def reconciled() -> bool:  # at its first decision point: a second of market
