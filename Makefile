@@ -28,8 +28,9 @@ venv: $(STAMP) $(NODE_STAMP)
 demo: venv
 	$(VENV)/bin/esml demo
 
+# one worker per core; a test file stays on one worker (its module fixtures start servers once)
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 lint: venv
 	$(VENV)/bin/ruff check .

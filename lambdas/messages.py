@@ -32,6 +32,7 @@ class EntryLegView(_Message):
     qty: int = Field(gt=0)
     stop_ticks: int = Field(gt=0)
     target_ticks: int = Field(gt=0)
+    trail_ticks: int | None = Field(None, gt=0)  # the stop trails at this distance
 
 
 class RouteRequest(_Message):

@@ -9,6 +9,13 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+# pytest-xdist's workers get COLUMNS=80, and a rich Console built at import freezes that width:
+# the CLI tests give their own width per invocation, which only works when none is frozen
+os.environ.pop("COLUMNS", None)
+
+# moto's AWS and the alert path's stack (webhook -> risk -> router -> the Tradovate simulator),
+# as fixtures for every test that asks for them
+pytest_plugins = ("tests.aws_fixtures", "tests.alert_stack")
 
 ROOT = Path(__file__).resolve().parents[1]
 ES_FILE = ROOT / "data/samples/esh4-glbx-mdp3-20231225.mbo.dbn.zst"

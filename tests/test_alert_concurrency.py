@@ -14,10 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.alert_stack import ALERT_TIME, Stack, atomic_aws, make_stack
-from tests.aws_fixtures import alert, aws, aws_session
-
-__all__ = ["atomic_aws", "aws", "aws_session", "make_stack"]
+from tests.alert_stack import ALERT_TIME, Stack
+from tests.aws_fixtures import alert
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 

@@ -59,6 +59,10 @@ def test_the_pine_template_sends_valid_alerts() -> None:
     assert entry.passphrase.get_secret_value() == "change-me"
     assert entry.bracket_ticks(Side.BUY) == [(1, 8, 8), (1, 8, 16)]
     assert entry.breakeven_after_tp1 and entry.confidence == 0.9
+    assert entry.trail is None
+    trailing = parse_alert(render(pine_message("trailEntryMessage")))
+    assert trailing.bracket_ticks(Side.BUY) == [(1, 8, 8), (1, 8, 16)]
+    assert trailing.trail_ticks(Side.BUY) == 8
     exit_ = parse_alert(render(pine_message("exitMessage")))
     assert exit_.action == "exit" and exit_.contracts is None
 
@@ -68,3 +72,10 @@ def test_the_documented_alert_is_valid() -> None:
     block = doc.split("```json", 1)[1].split("```", 1)[0]
     alert = parse_alert(render(block))
     assert alert.contract_symbol() == "ESH5" and alert.targets is not None
+
+
+def test_the_documented_trailing_stop_alert_is_valid() -> None:
+    doc = (ROOT / "docs/alerts.md").read_text()
+    section = doc.split("## Trailing stop", 1)[1]
+    alert = parse_alert(section.split("```json", 1)[1].split("```", 1)[0])
+    assert alert.bracket_ticks(Side.BUY) == [(1, 8, 80)] and alert.trail_ticks(Side.BUY) == 8

@@ -20,11 +20,8 @@ import pytest
 
 from esml.decision.broker_sync import IN_FLIGHT_S
 from esml.market.side import Side
-from tests.alert_stack import Stack, make_stack
-from tests.aws_fixtures import aws, aws_session
+from tests.alert_stack import Stack
 from tests.test_lambdas import at
-
-__all__ = ["aws", "aws_session", "make_stack"]
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 

@@ -24,10 +24,7 @@ from esml.decision.proposal import (
 from esml.execution.orders import Fill, OrderRole
 from esml.journal.dynamodb import DynamoDBJournal
 from esml.market.side import Side
-from tests.alert_stack import atomic_aws
-from tests.aws_fixtures import FILLS_TABLE, RISK_STATE_TABLE, aws, aws_session, create_tables
-
-__all__ = ["atomic_aws", "aws", "aws_session"]
+from tests.aws_fixtures import FILLS_TABLE, RISK_STATE_TABLE, create_tables
 
 RISK = RiskConfig()
 FRIDAY = datetime(2025, 3, 7, 15, 30, 5, tzinfo=UTC)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lambdas.webhook import handler as webhook_handler
-from tests.alert_stack import Stack, make_stack
+from tests.alert_stack import Stack
 from tests.aws_fixtures import (
     FILLS_TABLE,
     IDEMPOTENCY_TABLE,
@@ -29,16 +29,12 @@ from tests.aws_fixtures import (
     LocalContext,
     alert,
     api_event,
-    aws,
-    aws_session,
 )
-
-__all__ = ["aws", "aws_session", "make_stack"]
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 
 FIELDS = ["passphrase", "ticker", "action", "contracts", "price", "time", "market_position",
-          "close_only", "order_type", "limit_price", "cancel_after_s", "stop", "targets",
+          "close_only", "order_type", "limit_price", "cancel_after_s", "stop", "trail", "targets",
           "breakeven_after_tp1", "confidence", "comment", "qty", ""]  # fmt: skip
 
 json_values = st.recursive(

@@ -387,7 +387,9 @@ def test_each_function_may_touch_only_its_own_resources(synth: Synth) -> None:
     assert granted(s, router_role, "lambda:") == set()
 
     assert granted(s, webhook_role, "dynamodb:") == {s.logical_id(d.idempotency)}
-    assert granted(s, risk_role, "dynamodb:") == {s.logical_id(d.risk_state)}
+    assert table_actions(s, risk_role) == {
+        s.logical_id(d.risk_state): {"dynamodb:GetItem", "dynamodb:PutItem"}
+    }
     # The router: claims and updates orders; reads which fills it has and writes each new
     # fill's row with the account item (one TransactWriteItems: PutItem on each table).
     assert table_actions(s, router_role) == {

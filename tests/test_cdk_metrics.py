@@ -15,14 +15,12 @@ import boto3
 import pytest
 
 from lambdas.webhook import handler as webhook_handler
-from tests.alert_stack import Stack, make_stack
-from tests.aws_fixtures import alert, aws, aws_session
+from tests.alert_stack import Stack
+from tests.aws_fixtures import alert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cdk"))
 
 from esml_cdk import metric_names as names
-
-__all__ = ["aws", "aws_session", "make_stack"]
 
 # the three handlers share Powertools' metric buffer in one process: the innermost flushes it
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")

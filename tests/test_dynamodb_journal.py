@@ -10,9 +10,7 @@ import pytest
 from esml.execution.orders import Fill, Order, OrderRole, OrderStatus, OrderType, Side
 from esml.journal.base import DecisionRecord, Journal, SignalRecord
 from esml.journal.dynamodb import DynamoDBJournal, JournalConflict
-from tests.aws_fixtures import FILLS_TABLE, ORDERS_TABLE, all_items, aws, aws_session, create_tables
-
-__all__ = ["aws", "aws_session"]
+from tests.aws_fixtures import FILLS_TABLE, ORDERS_TABLE, all_items, create_tables
 
 TS = 1_741_361_405_000_000_000  # 2025-03-07 15:30:05 UTC
 

@@ -30,7 +30,7 @@ from lambdas.messages import RiskRequest
 from lambdas.risk import handler as risk_handler
 from lambdas.webhook import handler as webhook_handler
 from lambdas.wiring import config_from_env
-from tests.alert_stack import ALERT_TIME, Stack, make_stack
+from tests.alert_stack import ALERT_TIME, Stack
 from tests.aws_fixtures import (
     IDEMPOTENCY_TABLE,
     ORDERS_TABLE,
@@ -39,12 +39,8 @@ from tests.aws_fixtures import (
     LocalContext,
     alert,
     api_event,
-    aws,
-    aws_session,
     create_tables,
 )
-
-__all__ = ["aws", "aws_session", "make_stack"]
 
 # the three handlers share Powertools' metric buffer in one process: the innermost flushes it
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")

@@ -47,7 +47,7 @@ def es(es_events) -> np.ndarray:
 def _engine(events: np.ndarray, tables: dict[str, Any]) -> Engine:
     gates = GateStack.from_config(CFG.risk, ES, CFG.execution.commission_per_side)
     paper = PaperBroker(ES, BookState.new(ES.tick_fixed), CFG.paper_exchange)
-    broker, journal = on_shared_account(
+    broker, journal = on_shared_account(  # the paper exchange's clock is the server's
         paper, orders_table=tables[ORDERS_TABLE], fills_table=tables[FILLS_TABLE],
         risk_table=tables[RISK_STATE_TABLE], account=ACCOUNT, gates=gates, risk=CFG.risk,
     )  # fmt: skip
@@ -67,7 +67,7 @@ def test_fills_land_once_and_the_shared_account_follows_the_broker(aws, es) -> N
     assert sorted(r["fill_id"] for r in rows) == sorted(f.fill_id for f in fills)
     orders = {i["client_id"]: i for i in all_items(tables[ORDERS_TABLE]) if i["kind"] == "order"}
     assert all(r["client_id"] in orders for r in rows), "each fill belongs to a journaled order"
-    state = AccountStore(tables[RISK_STATE_TABLE]).load(ACCOUNT)
+    state = engine.broker.store.load(ACCOUNT)  # on the replay's clock, as it was written
     assert state.position("ES") == engine.broker.position("ES") == 0
     assert not state.reservations, "filled entries consumed their reservations"
     net = sum(rt.net_pnl for rt in round_trips(fills, ES))

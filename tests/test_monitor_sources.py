@@ -16,7 +16,7 @@ from esml.journal.dynamodb import DynamoDBJournal
 from esml.journal.sqlite import SQLiteJournal
 from esml.monitor.source import DynamoDBSource, SQLiteSource
 from esml.monitor.state import monitor_state
-from tests.aws_fixtures import FILLS_TABLE, ORDERS_TABLE, aws, aws_session, create_tables  # noqa: F401
+from tests.aws_fixtures import FILLS_TABLE, ORDERS_TABLE, create_tables
 
 TS = 1_703_545_200_000_000_000  # 2023-12-25 23:00 UTC, the real file's hour
 SEC = 1_000_000_000
@@ -73,7 +73,7 @@ def _page(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k not in ("source", "health", "account")}
 
 
-def test_dynamodb_and_sqlite_give_the_same_page(aws, tmp_path) -> None:  # noqa: F811
+def test_dynamodb_and_sqlite_give_the_same_page(aws, tmp_path) -> None:
     tables = create_tables(ORDERS_TABLE, FILLS_TABLE)
     _write(DynamoDBJournal(tables[ORDERS_TABLE], tables[FILLS_TABLE]))
     with SQLiteJournal(tmp_path / "j.sqlite") as j:

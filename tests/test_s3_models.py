@@ -19,9 +19,7 @@ from esml.alpha.s3_models import promote, sync_champion
 from esml.cli import models_cmd
 from esml.config import EsmlConfig
 from esml.engine.serving import serve
-from tests.aws_fixtures import REGION, aws_session
-
-__all__ = ["aws_session"]
+from tests.aws_fixtures import REGION
 
 PREFIX = "models/"
 _BUCKETS = itertools.count()

@@ -24,7 +24,7 @@ from esml.sim.tradovate_api import TradovateSim
 from esml.sim.tradovate_market import ReplayMarket
 from tests.aws_fixtures import ACCOUNT_SPEC, sim_arguments
 from tests.conftest import ES_FILE
-from tests.tradovate_sim_wire import Wire, login, order_body
+from tests.tradovate_sim_wire import Wire, login, order_body, rest_caller
 
 SYMBOL = "ESH4"  # the contract of conftest's ES_FILE, whose events `es_events` holds
 
@@ -38,17 +38,14 @@ def sim(es_events: np.ndarray) -> Iterator[TradovateSim]:
 
 @pytest.fixture
 def rest(sim: TradovateSim) -> Any:
-    headers = {"Authorization": f"Bearer {login(sim.base_url)['accessToken']}"}
+    call = rest_caller(sim.base_url)
 
-    def call(path: str, body: Any = None, **params: Any) -> Any:
-        if body is None:
-            r = requests.get(f"{sim.base_url}{path}", params=params, headers=headers, timeout=5)
-        else:
-            r = requests.post(f"{sim.base_url}{path}", json=body, headers=headers, timeout=5)
-        assert r.status_code == 200, r.text
-        return r.json()
+    def ok(path: str, body: Any = None, **params: Any) -> Any:
+        status, answer = call(path, body, **params)
+        assert status == 200, answer
+        return answer
 
-    return call
+    return ok
 
 
 def order(action: str, qty: int, kind: str = "Market", **extra: Any) -> dict[str, Any]:

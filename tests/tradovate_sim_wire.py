@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -17,6 +18,21 @@ def login(rest: str) -> dict[str, Any]:
     r = requests.post(f"{rest}/auth/accesstokenrequest", json=TRADOVATE_LOGIN, timeout=5)
     r.raise_for_status()
     return r.json()
+
+
+def rest_caller(base_url: str) -> Callable[..., tuple[int, Any]]:
+    """`call(path, body=None, **query)` -> (HTTP status, JSON answer), logged in: a GET
+    without a body, a POST with one."""
+    headers = {"Authorization": f"Bearer {login(base_url)['accessToken']}"}
+
+    def call(path: str, body: Any = None, **params: Any) -> tuple[int, Any]:
+        if body is None:
+            r = requests.get(f"{base_url}{path}", params=params, headers=headers, timeout=5)
+        else:
+            r = requests.post(f"{base_url}{path}", json=body, headers=headers, timeout=5)
+        return r.status_code, r.json()
+
+    return call
 
 
 def order_body(

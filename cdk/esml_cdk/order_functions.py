@@ -50,6 +50,10 @@ ids have a row (batch reads), and each new fill's row; risk state: the account i
 and written under its version. A fill's row and the account item are one
 TransactWriteItems, which IAM authorises as the PutItem of each item."""
 
+RISK_STATE_ACCESS = ("dynamodb:GetItem", "dynamodb:PutItem")
+"""Risk reserves through `AccountStore`: a consistent read of the account item and its
+conditional put under the version it read. No scan, delete or batch: nothing else."""
+
 
 class OrderFunctions(Construct):
     def __init__(
@@ -152,7 +156,7 @@ class OrderFunctions(Construct):
             **config_env,
         }
         self.risk = self._function("Risk", "risk", Duration.seconds(20), risk_env)
-        data.risk_state.grant_read_write_data(self.risk)
+        data.risk_state.grant(self.risk, *RISK_STATE_ACCESS)
         self.router.grant_invoke(self.risk)
 
         self.webhook = self._function(

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # numpy, numba and pydantic load when a command runs, not for
     from esml.sim.qr_params import QRParams
 
 SHIPPED_PARAMS = "the shipped es_qr_params.json"
+SHIPPED_SLOW = "the shipped es_slow_params.json"
 
 app = typer.Typer(
     help="The market simulator: SYNTHETIC ES MBO days from the queue-reactive generator "
@@ -69,13 +70,22 @@ def generate(
     ),
     out: Path = typer.Option(..., "--out", help="folder for one DBN file per day"),
     params: Path | None = typer.Option(
-        None, "--params", help=f"generator parameters (default: {SHIPPED_PARAMS})"
+        None, "--params", help=f"generator parameters, used as they are (default: "
+        f"{SHIPPED_PARAMS} with {SHIPPED_SLOW})"
     ),
-) -> None:
+    slow: bool = typer.Option(
+        True, "--slow/--no-slow", help="with the shipped parameters: add the slow dynamics "
+        "fitted on the real ES bars (volatility clustering, intraday curve)"
+    ),
+) -> None:  # fmt: skip
     """Write `days` SYNTHETIC CME trade dates of ES MBO events, one DBN file each."""
     from esml.sim.queue_reactive import generate_days
 
     qr = _params(params)
+    if params is None and slow:
+        from esml.sim.slow_dynamics import bar_calibrated_params
+
+        qr = bar_calibrated_params()
     first = _start(start_date)
     if not is_trading_date(first):
         console.print(f"[yellow]{first} is no CME trade date: starting at the next one")
@@ -113,13 +123,28 @@ def _glance(events: np.ndarray) -> tuple[str, str, str]:
 
 @app.command("calibrate")
 def calibrate_cmd(
-    file: Path = typer.Argument(..., help="a real Databento MBO file (.dbn or .dbn.zst)"),
+    file: Path | None = typer.Argument(
+        None, help="a real Databento MBO file (.dbn or .dbn.zst): the queue-reactive tables"
+    ),
+    bars: Path | None = typer.Option(
+        None, "--bars", help="real 5-minute bars instead: the shipped Parquet "
+        "(data/samples/es-bars/es-5m-sierra.parquet) or a folder of Sierra Chart exports; "
+        "fits the slow dynamics"
+    ),
     out: Path | None = typer.Option(
-        None, "--out", help=f"parameter file to write (default: {SHIPPED_PARAMS})"
+        None, "--out", help=f"file to write (default: {SHIPPED_PARAMS}, with --bars "
+        f"{SHIPPED_SLOW})"
     ),
     instrument: str = typer.Option("ES", "--instrument", help="root or contract, e.g. ESH4"),
-) -> None:
-    """Calibrate the queue-reactive generator from real MBO data and write its parameters."""
+) -> None:  # fmt: skip
+    """Calibrate the generator from real data and write its parameters: the queue-reactive
+    tables from an MBO file, or (--bars) the slow dynamics from 5-minute bars."""
+    if (file is None) == (bars is None):
+        console.print("[red]give an MBO file or --bars, one of the two")
+        raise typer.Exit(2)
+    if bars is not None:
+        _calibrate_bars(bars, out)
+        return
     from esml.data.dbn import DataFileError, read_mbo
     from esml.sim.qr_calibration import CalibrationError, calibrate
     from esml.sim.qr_params import DEFAULT_PARAMS_FILE
@@ -133,9 +158,6 @@ def calibrate_cmd(
         raise typer.Exit(2) from e
     params.save(out)
     s = params.calibration
-    table = Table(title=f"queue-reactive calibration of {file.name}")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
     rows = [
         ("window (continuous trading)", f"{s.window_s:,.0f} s"),
         ("order-flow events modelled / beyond the modelled queues",
@@ -150,10 +172,52 @@ def calibrate_cmd(
         ("sd of 1-s / 1-min mid changes",
          f"{s.mid_change_sd_1s:.3f} / {s.mid_change_sd_1min:.3f} pts"),
     ]  # fmt: skip
+    _show_fit(f"queue-reactive calibration of {file.name}", rows, out)
+
+
+def _show_fit(title: str, rows: list[tuple[str, str]], out: Path) -> None:
+    table = Table(title=title)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
     console.print(f"written: {out}")
+
+
+def _calibrate_bars(bars: Path, out: Path | None) -> None:
+    """Fit the slow dynamics on real bars, write them with their provenance, show them."""
+    from esml.data.continuous import chain_bars
+    from esml.data.dbn import DataFileError
+    from esml.data.sierra import read_shipped_bars, read_sierra_dir, sha256_of
+    from esml.sim.slow_dynamics import SLOW_PARAMS_FILE, fit_slow, save_slow
+
+    out = out or SLOW_PARAMS_FILE
+    try:
+        if bars.is_dir():
+            exports = read_sierra_dir(bars)
+            chained = chain_bars({e.contract: e.bars for e in exports})
+            digest = sha256_of(bars / "SOURCE.txt")
+        else:
+            chained = chain_bars(read_shipped_bars(bars))
+            digest = sha256_of(bars)
+        slow = fit_slow(chained, source=bars.name, sha256=digest)
+    except (DataFileError, ValueError, OSError) as e:
+        console.print(f"[red]{e}", highlight=False)
+        raise typer.Exit(2) from e
+    save_slow(slow, out)
+    f = dict(zip(slow.intraday.minutes, slow.intraday.factor, strict=True))
+    rows = [
+        ("bars (first, last)", f"{slow.bars:,} ({slow.first_bar_utc[:10]}, "
+         f"{slow.last_bar_utc[:10]})"),
+        ("daily log-activity: AR(1) phi, stationary sd",
+         f"{slow.daily_phi:.3f}, {slow.daily_sd:.3f}"),
+        ("within-day log-activity: OU memory, stationary sd",
+         f"{slow.intraday_tau_s / 3600:.2f} h, {slow.intraday_sd:.3f}"),
+        ("activity at 03:00 / 08:30 / 12:00 CT (17:00-18:00 = 1)",
+         f"{f[602.5]:.2f} / {f[932.5]:.2f} / {f[1142.5]:.2f}"),
+    ]  # fmt: skip
+    _show_fit(f"slow dynamics fitted on {bars.name}", rows, out)
 
 
 @app.command("tradovate")

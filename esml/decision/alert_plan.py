@@ -46,8 +46,9 @@ class EntryLeg:
 
     client_id: str
     qty: int
-    stop_ticks: int
+    stop_ticks: int  # where the stop starts
     target_ticks: int
+    trail_ticks: int | None = None  # the stop trails the market at this distance
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ def plan_alert(alert: AlertOrder, state: SharedAccount, stop_ticks: int, target_
             f"targets' contracts must add up to the new position's size, {new_qty}",
         )
     ids = entry_client_ids(cid, len(shares), alert.breakeven_after_tp1)
-    legs = tuple(EntryLeg(i, q, s, t) for i, (q, s, t) in zip(ids, shares, strict=True))
+    trail = alert.trail_ticks(side)
+    legs = tuple(EntryLeg(i, q, s, t, trail) for i, (q, s, t) in zip(ids, shares, strict=True))
     kind = "reverse" if against else ("add" if same else "enter")
     return Plan(kind, symbol, side, close_qty, legs, cancel_entries=against)
 

@@ -147,7 +147,7 @@ class AlertRouter:
         if not plan.close_qty or outcomes[plan.close_client_id] == "placed":
             for leg in plan.entries:
                 entry = self._order(plan, leg.client_id, leg.qty, OrderRole.ENTRY)
-                bracket = BracketSpec(leg.stop_ticks, leg.target_ticks)
+                bracket = BracketSpec(leg.stop_ticks, leg.target_ticks, leg.trail_ticks)
                 outcomes[leg.client_id], reason, placed = self._send(entry, plan, bracket)
                 orders.extend(placed)
                 if outcomes[leg.client_id] != "placed":

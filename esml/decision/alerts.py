@@ -9,6 +9,11 @@ the full language and docs/pine/ a strategy template producing it), e.g.
      "stop": {"ticks": 8}, "targets": [{"ticks": 8, "contracts": 1},
      {"ticks": 16, "contracts": 1}], "breakeven_after_tp1": true, "confidence": 0.91}
 
+`trail` makes the protective stop a trailing stop (Tradovate's `TrailingStop`): it
+follows the market at that distance, never back. Alone it starts `trail` from the entry
+(it replaces the fixed stop); with `stop` it starts at the stop, which must then be no
+further from the entry than the trail, and trails once the market has moved far enough.
+
 Every field is typed and anything unknown is refused, because a typo in an alert
 template must never become a trade. The same alert content always yields the same
 client order id, so a repeated delivery can never place a second order. The alert's
@@ -103,6 +108,17 @@ class Distance(BaseModel):
         return ticks
 
 
+class Trail(Distance):
+    """A trailing stop's distance from the market: ticks, points or a percent of the entry
+    (a price is a place, not a distance)."""
+
+    @model_validator(mode="after")
+    def _a_distance(self) -> Trail:
+        if self.price is not None:
+            raise ValueError("a trail is a distance: give ticks, points or percent")
+        return self
+
+
 class Target(Distance):
     """One profit target; `contracts` is required when there are several."""
 
@@ -131,6 +147,7 @@ class _AlertFields(BaseModel):
     limit_price: Number | None = Field(None, gt=0, le=1_000_000, allow_inf_nan=False)
     cancel_after_s: StrictInt | None = Field(None, gt=0, le=MAX_CANCEL_AFTER_S)
     stop: Distance | None = None
+    trail: Trail | None = None
     targets: list[Target] | None = Field(None, min_length=1, max_length=MAX_TARGETS)
     breakeven_after_tp1: StrictBool = False
     confidence: Number | None = Field(None, ge=0, le=1, allow_inf_nan=False)
@@ -171,8 +188,8 @@ class _AlertFields(BaseModel):
         entry = self.action in ENTRY_ACTIONS
         if entry and self.contracts is None:
             raise ValueError(f"a {self.action} alert needs contracts")
-        if not entry and (self.stop or self.targets or self.order_type != "market"):
-            raise ValueError(f"a {self.action} alert takes no stop, targets or order type")
+        if not entry and (self.stop or self.trail or self.targets or self.order_type != "market"):
+            raise ValueError(f"a {self.action} alert takes no stop, trail, targets or order type")
         if (self.order_type == "limit") != (self.limit_price is not None):
             raise ValueError("limit_price goes with order_type limit, and only with it")
         if self.cancel_after_s is not None and self.order_type != "limit":
@@ -229,9 +246,19 @@ class _AlertFields(BaseModel):
         self, side: Side, stop_ticks: int = 8, target_ticks: int = 12
     ) -> list[tuple[int, int, int]]:
         """(contracts, stop ticks, target ticks) per target of an entry on `side`; the
-        defaults stand where the alert gives no stop or target."""
+        defaults stand where the alert gives no stop or target. With a trail the stop
+        ticks are where the trailing stop starts: the alert's stop, else the trail."""
         inst, entry = self.instrument, self.entry_price
-        stop = self.stop.to_ticks(inst, side, entry, "stop") if self.stop else stop_ticks
+        trail = self.trail_ticks(side)
+        if self.stop:
+            stop = self.stop.to_ticks(inst, side, entry, "stop")
+            if trail is not None and stop > trail:
+                raise ValueError(
+                    f"the stop ({stop} ticks) must be no further from the entry than the "
+                    f"trail ({trail} ticks): the trail would move it at once"
+                )
+        else:
+            stop = trail if trail is not None else stop_ticks
         qty = self.contracts or 0
         if not self.targets:
             return [(qty, stop, target_ticks)]
@@ -240,6 +267,12 @@ class _AlertFields(BaseModel):
         return [
             (t.contracts or 0, stop, t.to_ticks(inst, side, entry, "target")) for t in self.targets
         ]
+
+    def trail_ticks(self, side: Side) -> int | None:
+        """The trailing stop's distance from the market in whole ticks; None: a fixed stop."""
+        if self.trail is None:
+            return None
+        return self.trail.to_ticks(self.instrument, side, self.entry_price, "trail")
 
     def client_order_id(self) -> str:
         """Deterministic from everything the alert asks for, never from when it arrived;

@@ -176,7 +176,11 @@ def move_stops_to_breakeven(
             stop = broker.order_for_client(f"{m['base']}-be{i}-stop")
             if stop is None:
                 break
-            if not stop.status.is_final:
+            # never loosened: a trailing stop may already be past the entry
+            past = (
+                stop.price is not None and (stop.price - entry.avg_fill_price) * stop.side.sign < 0
+            )
+            if not stop.status.is_final and not past:
                 broker.modify(stop.order_id, price=entry.avg_fill_price)
                 moved.append(f"{m['base']}-be{i}-stop")
     return moved

@@ -14,14 +14,22 @@ fills consume it, through `esml.decision.fills`), refused (released), answer los
 UNKNOWN, until the broker is asked by client id). An entry that ends unfilled (cancelled,
 rejected) is released at the next look at the broker's news, after its fills were booked.
 Exits, stop moves and flattening pass untouched: reducing risk is never blocked.
+
+Time is the server's, as on the alert path: the gates, the cooldown and each
+reservation's stamp (its age decides when an unanswered order may be given up) read the
+store's clock, never the intent's market time. That clock is the wall clock, except for
+the paper broker, whose simulated exchange is the server (a replay's time).
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from esml.broker.base import OrderRejected, Placement
+from esml.broker.paper import PaperBroker
 from esml.config import RiskConfig
 from esml.decision.account_store import AccountStore
 from esml.decision.broker_sync import mark, release
@@ -69,8 +77,13 @@ class SharedRiskBroker:
         return placement
 
     def reserve(self, intent: OrderIntent) -> Verdict:
-        """Gate `intent` on the shared worst case and reserve it, in one conditional write."""
-        proposal = Proposal(intent.symbol, intent.side, intent.qty, self.source, intent.ts_ns)
+        """Gate `intent` on the shared worst case and reserve it, in one conditional write.
+
+        Stamped with the server's clock (`AccountStore.now_ns`), not the intent's market
+        time: a reservation's age, its expiry and the cooldown are server-clock concepts,
+        shared with the alert path, which stamps the same way."""
+        now_ns = self.store.now_ns()
+        proposal = Proposal(intent.symbol, intent.side, intent.qty, self.source, now_ns)
 
         def decide(state: SharedAccount) -> Verdict:
             if intent.client_id in state.reservations:  # a retry: reserved before
@@ -81,9 +94,9 @@ class SharedRiskBroker:
             if v.approved:
                 state.reservations[intent.client_id] = Reservation(
                     intent.client_id, intent.symbol, intent.side.sign * intent.qty, intent.qty,
-                    False, ReservationStatus.PENDING, intent.ts_ns, state.risk.last_entry_ns,
+                    False, ReservationStatus.PENDING, now_ns, state.risk.last_entry_ns,
                 )  # fmt: skip
-                note_entry(state.risk, intent.ts_ns)
+                note_entry(state.risk, now_ns)
             return v
 
         _, verdict = self.store.update(self.account, decide)
@@ -114,6 +127,11 @@ class SharedRiskBroker:
         return getattr(self.broker, name)
 
 
+def exchange_clock(paper: PaperBroker) -> Callable[[], datetime]:
+    """The paper exchange's clock: the time of the last event it has seen."""
+    return lambda: datetime.fromtimestamp(paper.now_ns / 1e9, UTC)
+
+
 def on_shared_account(
     broker: EngineBroker,
     *,
@@ -123,11 +141,16 @@ def on_shared_account(
     account: str,
     gates: GateStack,
     risk: RiskConfig,
+    clock: Callable[[], datetime] | None = None,
 ) -> tuple[SharedRiskBroker, LedgerJournal]:
     """The engine's broker and journal on the AWS tables (boto3 Table resources): entries
     reserved on the shared account, fills booked into it once each, orders, signals and
-    decisions in the orders table."""
-    store = AccountStore(risk_table)
+    decisions in the orders table. `clock` is the server's: by default the wall clock,
+    and for the paper broker its simulated exchange's (a replay's time: that exchange is
+    the server then)."""
+    if clock is None and isinstance(broker, PaperBroker):
+        clock = exchange_clock(broker)
+    store = AccountStore(risk_table) if clock is None else AccountStore(risk_table, clock)
     ledger = FillLedger(store, fills_table, risk)
     journal = LedgerJournal(DynamoDBJournal(orders_table, fills_table), ledger, account)
     return SharedRiskBroker(broker, store, account, gates), journal

@@ -9,10 +9,16 @@ set beside real markets.
    skipped), and L1 is the top of L2 after every packet.
 3. Stylized facts (esml.evaluation.stylized) of real ES, LOBSTER stocks and the generator,
    with where the generator departs from real ES computed from the numbers.
+4. Bar-level stylized facts (esml.evaluation.bar_stylized): the shipped nine years of real
+   ES 5-minute bars against `--bar-days` consecutive generated days aggregated to the same
+   bars (the slow dynamics: tails, clustering, the clock, regime lengths), with departures.
 
+The generator runs with its slow dynamics fitted on the bars (`esml.sim.slow_dynamics`);
+`--generator` replaces it in part 3's table only: the bar facts and the windows like the
+real file's (`--evenings`) are always the queue-reactive generator's.
 Exits non-zero when any check fails. Usage:
     python -m esml.evaluation.market_validation [--data-dir DIR] [--out FILE.html]
-        [--generator MODULE:FUNCTION] [--seed N]
+        [--generator MODULE:FUNCTION] [--seed N] [--bar-days N] [--evenings N]
 """
 
 from __future__ import annotations
@@ -25,19 +31,31 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import date, timedelta
 from pathlib import Path
 
 import databento_dbn as dbn
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from rich.console import Console
 from rich.table import Table
 
 from esml.data.book import BookState, apply_event, snapshot_end
+from esml.data.continuous import chain_bars
 from esml.data.dbn import DataFileError, main_instrument, open_dbn, read_mbo
 from esml.data.lobster import TICK_FIXED, LobsterReplay, read_lobster, reconstruct
+from esml.data.sierra import SHIPPED_BARS, read_shipped_bars
 from esml.data.validate import check_book
+from esml.evaluation.bar_stylized import (
+    BarFacts,
+    bar_facts,
+    bar_scalars,
+    bars_with_flow,
+    profile_corr,
+)
 from esml.evaluation.stylized import TRADE_SIZE_QUANTILES, StylizedFacts, stylized_facts
+from esml.market.calendar import is_trading_date
 from esml.market.events import (
     ADD,
     ASK,
@@ -51,7 +69,8 @@ from esml.market.events import (
     TRADE,
 )
 from esml.market.instruments import ES
-from esml.sim.queue_reactive import generate_day
+from esml.sim.queue_reactive import generate_day, generate_days
+from esml.sim.slow_dynamics import bar_calibrated_params
 
 DEFAULT_DATA_DIR = "../shared/data"
 DEFAULT_OUT = "reports/market-validation.html"
@@ -60,15 +79,35 @@ SMP_LOOKAHEAD = 200  # records within which a skipped order must be cancelled
 CLOSE_ENOUGH = 0.25  # relative difference from real ES still called "close"
 CKS_R2 = 0.65  # Cont, Kukanov and Stoikov (2014): mean R² on US equities, 10-s intervals
 
+DEFAULT_BAR_DAYS = 20  # generated trade dates set against the real bars
+WINDOW_EVENINGS = 10  # generated windows like the real MBO file's, averaged
 Generator = Callable[[int], np.ndarray]
 
 
 GENERATED_DAY = "2024-03-05"
+BAR_BLOCK_DAYS = 5  # generated bars come in weeks of consecutive trade dates ...
+BAR_SPAN = (date(2015, 9, 21), date(2023, 6, 26))  # ... spread over the real bars' years
 
 
 def default_generator(seed: int) -> np.ndarray:
-    """One SYNTHETIC trading day of ES from the queue-reactive generator."""
-    return generate_day(seed, GENERATED_DAY)
+    """One SYNTHETIC trading day of ES from the queue-reactive generator, with its slow
+    dynamics fitted on the real bars."""
+    return generate_day(seed, GENERATED_DAY, params=bar_calibrated_params())
+
+
+def generated_bars(seed: int, n_days: int) -> pd.DataFrame:
+    """5-minute bars of `n_days` SYNTHETIC trade dates (slow dynamics on), in weeks of
+    consecutive dates spread evenly over the years the real bars cover: a few consecutive
+    weeks would see one level of the slowly moving daily volatility, nine years see all."""
+    blocks = -(-n_days // BAR_BLOCK_DAYS)
+    gap = (BAR_SPAN[1] - BAR_SPAN[0]) / blocks
+    frames = []
+    for k in range(blocks):
+        n = min(BAR_BLOCK_DAYS, n_days - k * BAR_BLOCK_DAYS)
+        start = BAR_SPAN[0] + gap * k
+        days = generate_days(seed, n, start, params=bar_calibrated_params())
+        frames += [bars_with_flow(ev) for _, ev in days]
+    return pd.concat(frames, ignore_index=True)
 
 
 # ---------------------------------------------------------------- ES MBO
@@ -297,6 +336,59 @@ def departures(
     return out
 
 
+def window_departures(real: StylizedFacts, seed: int, evenings: int) -> list[Departure]:
+    """The tick-level statistics of generated windows like the real file's: its first
+    `real.hours` from the 17:00 CT open, on `evenings` trade dates (slow dynamics on),
+    averaged, since a statistic of one short window is noisy and, over a whole day, the
+    daily swing of activity alone fattens tails and lengthens clustering."""
+    values: dict[str, list[float]] = {}
+    day = date.fromisoformat(GENERATED_DAY)
+    for _ in range(evenings):
+        while not is_trading_date(day):
+            day += timedelta(days=1)
+        ev = generate_day(seed, day, params=bar_calibrated_params(), hours=real.hours)
+        for name, (v, _) in _scalars(stylized_facts(ev, ES.tick_fixed, str(day))).items():
+            values.setdefault(name, []).append(v)
+        day += timedelta(days=1)
+    e = _scalars(real)
+    return [Departure(n, float(np.nanmean(v)), e[n][0], None) for n, v in values.items()]
+
+
+def _window_title(real: StylizedFacts, evenings: int) -> str:
+    return (
+        f"The same window as {real.label} ({real.hours:.1f} h from the 17:00 CT open), "
+        f"mean of {evenings} generated evenings:"
+    )
+
+
+def bar_departures(sim: BarFacts, real: BarFacts) -> list[Departure]:
+    """Each bar-level statistic of the generated days against the real bars."""
+    r = bar_scalars(real)
+    return [Departure(name, v, r[name], None) for name, v in bar_scalars(sim).items()]
+
+
+BAR_HEAD = ("statistic", "real ES bars", "generated (SYNTHETIC)", "generated vs real")
+
+
+def _bar_rows(gaps: Sequence[Departure]) -> list[list[object]]:
+    return [
+        [g.statistic, g.real_es, g.simulator, f"{g.relative:+.0%}" if np.isfinite(g.relative)
+         else "n/a"]
+        for g in gaps
+    ]  # fmt: skip
+
+
+def _bar_sample(real: BarFacts, sim: BarFacts) -> str:
+    return (
+        f"real ES: {real.bars:,} 5-min bars over {real.trade_dates:,} trade dates "
+        f"({SHIPPED_BARS.name}); generated: {sim.bars:,} bars over {sim.trade_dates} "
+        f"SYNTHETIC trade dates in weeks spread over {BAR_SPAN[0].year}-{BAR_SPAN[1].year}. "
+        "Time-of-day profiles, generated against real: "
+        f"volatility r = {profile_corr(sim, real):.2f}, volume r = "
+        f"{profile_corr(sim, real, 'volume_profile'):.2f}."
+    )
+
+
 def _es_sample(real: Sequence[StylizedFacts]) -> str:
     """How much real ES the comparison rests on: short samples carry their own noise."""
     return "; ".join(f"{f.label}: {f.hours:.1f} h from the open, {f.trades:,} trades" for f in real)
@@ -432,6 +524,20 @@ def _figures(facts: Sequence[StylizedFacts]) -> list[go.Figure]:
     return [bars, kurt, acf, sizes]
 
 
+def _profile_figure(real: BarFacts, sim: BarFacts) -> go.Figure:
+    """The volatility and volume clocks (Chicago time), each scaled to its own mean."""
+    fig = go.Figure()
+    hours = np.arange(len(real.vol_profile)) * 5 / 60
+    for f, name in ((real, "real ES"), (sim, "generated (SYNTHETIC)")):
+        for field, what, dash in (("vol_profile", "mean |r|", "solid"),
+                                  ("volume_profile", "volume", "dot")):  # fmt: skip
+            y = np.asarray(getattr(f, field))
+            fig.add_scatter(x=hours, y=y / np.nanmean(y), name=f"{name} {what}", line_dash=dash)
+    fig.update_layout(title="Time of day (CT), 5-min bars, each relative to its mean",
+                      xaxis_title="hour of the Chicago day")  # fmt: skip
+    return fig
+
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
@@ -449,6 +555,10 @@ def write_report(
     facts: Sequence[StylizedFacts],
     gaps: Sequence[Departure],
     real_es: Sequence[StylizedFacts],
+    bars: tuple[BarFacts, BarFacts] | None = None,
+    bar_gaps: Sequence[Departure] = (),
+    like: Sequence[Departure] = (),
+    like_title: str = "",
 ) -> None:
     ok_l = all(r.ok for r in replays)
     ok_e = all(c.ok for c in es)
@@ -486,8 +596,23 @@ def write_report(
         "Unit-free statistics are also set against the LOBSTER stocks' range.</p>",
         "<ul>" + "".join(f"<li>{html.escape(g.sentence())}</li>" for g in gone + close) + "</ul>",
         f"<p>{html.escape(_cks_sentence(facts))}</p>",
-        plots,
     ]
+    if like:
+        parts += [
+            f"<h3>{html.escape(like_title)}</h3>",
+            "<ul>" + "".join(f"<li>{html.escape(g.sentence())}</li>" for g in like) + "</ul>",
+        ]
+    parts += [plots]
+    if bars is not None:
+        real, sim = bars
+        far = sum(g.departs for g in bar_gaps)
+        parts += [
+            "<h2>Bar-level stylized facts: the slow dynamics</h2>",
+            f"<p>{html.escape(_bar_sample(real, sim))} {far} of {len(bar_gaps)} statistics "
+            f"depart by more than {CLOSE_ENOUGH:.0%}.</p>",
+            _html_table(BAR_HEAD, _bar_rows(bar_gaps)),
+            _profile_figure(real, sim).to_html(full_html=False, include_plotlyjs=False),
+        ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>esml market validation"
@@ -524,8 +649,13 @@ def run(
     seed: int = 1,
     generator_tick_fixed: int = ES.tick_fixed,
     console: Console | None = None,
+    bar_days: int = 0,
+    evenings: int = 0,
 ) -> int:
-    """All three parts; the exit status: 0 all good, 1 a check failed, 2 data missing."""
+    """The first three parts, the bar facts on `bar_days` generated days and the tick facts
+    on `evenings` generated windows like the real file's (the command asks for
+    DEFAULT_BAR_DAYS and WINDOW_EVENINGS); the exit status: 0 all good, 1 a check failed,
+    2 data missing."""
     if console is None:  # a log (CI, make) gets the tables whole; a terminal wraps them
         console = Console()
         console = console if console.is_terminal else Console(width=240)
@@ -571,7 +701,25 @@ def run(
     for g in gaps:
         console.print(g.sentence(), style="yellow" if g.departs else None, markup=False)
     console.print(_cks_sentence(facts), markup=False)
-    write_report(out, replays, es, facts, gaps, es_facts)
+    like = window_departures(es_facts[0], seed, evenings) if es_facts and evenings else []
+    like_title = _window_title(es_facts[0], evenings) if like else ""
+    if like:
+        console.print(like_title, style="bold", markup=False)
+        for g in like:
+            console.print(g.sentence(), style="yellow" if g.departs else None, markup=False)
+    bars, bar_gaps = None, []
+    if bar_days > 0:
+        shipped = Path(__file__).resolve().parents[2] / SHIPPED_BARS
+        real_bars = bar_facts(chain_bars(read_shipped_bars(shipped)), "real ES 5-min")
+        sim_bars = bar_facts(generated_bars(seed, bar_days), f"generator seed {seed}",
+                             synthetic=True)  # fmt: skip
+        bars, bar_gaps = (real_bars, sim_bars), bar_departures(sim_bars, real_bars)
+        console.print(_rich_table("Bar-level stylized facts (5-minute bars)", BAR_HEAD,
+                                  _bar_rows(bar_gaps)))  # fmt: skip
+        console.print(_bar_sample(real_bars, sim_bars), markup=False)
+        for g in bar_gaps:
+            console.print(g.sentence(), style="yellow" if g.departs else None, markup=False)
+    write_report(out, replays, es, facts, gaps, es_facts, bars, bar_gaps, like, like_title)
     console.print(f"report: {out}")
     bad = [r for r in replays if not r.ok] + [c for c in es if not c.ok]
     if bad:
@@ -604,10 +752,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "esml.sim.queue_reactive.generate_day)",
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--evenings",
+        type=int,
+        default=WINDOW_EVENINGS,
+        help="generated windows like the real ES file's, for the like-for-like tick facts",
+    )
+    p.add_argument(
+        "--bar-days",
+        type=int,
+        default=DEFAULT_BAR_DAYS,
+        help="consecutive generated trade dates for the bar-level facts (0: skip them)",
+    )
     a = p.parse_args(argv)
+    if a.bar_days < 0 or a.evenings < 0:
+        p.error("--bar-days and --evenings must be >= 0")
     gen = load_generator(a.generator) if a.generator else default_generator
     try:
-        return run(a.data_dir, a.out, gen, a.seed)
+        return run(a.data_dir, a.out, gen, a.seed, bar_days=a.bar_days, evenings=a.evenings)
     except DataFileError as e:
         Console().print(f"[red]{e}[/red]")
         return 2

@@ -38,14 +38,19 @@ class OrderRole(enum.StrEnum):
 
 @dataclass(frozen=True)
 class BracketSpec:
-    """Exchange-held OCO protection, in ticks from the entry fill."""
+    """Exchange-held OCO protection, in ticks from the entry fill. With `trail_ticks` the
+    stop is a trailing stop: it starts `stop_ticks` away and follows the market at
+    `trail_ticks`, never back (the Tradovate client sends it as a `TrailingStop`)."""
 
     stop_ticks: int
     target_ticks: int
+    trail_ticks: int | None = None
 
     def __post_init__(self) -> None:
         if self.stop_ticks <= 0 or self.target_ticks <= 0:
             raise ValueError("bracket stop and target must be positive tick distances")
+        if self.trail_ticks is not None and not 0 < self.stop_ticks <= self.trail_ticks:
+            raise ValueError("a trailing stop starts no further away than it trails")
 
 
 @dataclass(frozen=True)

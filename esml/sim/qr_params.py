@@ -142,6 +142,45 @@ class ShockParams(_Frozen):
         return self
 
 
+class SlowParams(_Frozen):
+    """The slow dynamics fitted on real bars (`esml.sim.slow_dynamics`): a multiplier of
+    all activity that varies by time of day (`intraday`, replacing the assumed curve), by
+    trade date (an AR(1) of log activity over business days) and within the day (an OU
+    process of log activity), with where it was fitted from."""
+
+    source: str  # the bar file the fit read
+    source_sha256: str
+    bars: int
+    first_bar_utc: str
+    last_bar_utc: str
+    intraday: IntradayParams
+    daily_phi: float  # AR(1) coefficient of log activity from one business day to the next
+    daily_sd: float  # stationary sd of that log activity
+    intraday_tau_s: float  # memory of the within-day log-activity OU process
+    intraday_sd: float  # its stationary sd
+    max_multiplier: float = 5.0  # the slow multiplier is clipped to [min, max]: no day ...
+    min_multiplier: float = 0.05  # ... grows past memory, none stops
+    step_s: float = 60.0  # the within-day path is drawn on this grid
+
+    @model_validator(mode="after")
+    def _valid(self) -> SlowParams:
+        if not 0.0 <= self.daily_phi < 1.0:
+            raise ValueError("daily_phi must be in [0, 1)")
+        for name in ("daily_sd", "intraday_sd"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0.0 <= v < 3.0):
+                raise ValueError(f"{name} must be in [0, 3)")
+        for name in ("intraday_tau_s", "step_s"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be > 0")
+        if not (math.isfinite(self.max_multiplier) and self.max_multiplier >= 1.0):
+            raise ValueError("max_multiplier must be >= 1")
+        if not 0.0 < self.min_multiplier <= 1.0:
+            raise ValueError("min_multiplier must be in (0, 1]")
+        return self
+
+
 class CalibrationSummary(_Frozen):
     """What the calibration window looked like, for reports and sanity checks."""
 
@@ -195,6 +234,7 @@ class QRParams(_Frozen):
     flow_tau_s: float = 10.0  # ... and memory, in seconds at activity 1
     daily_open_vol: float = 0.01  # the seeded random walk of each day's opening price
     calibration: CalibrationSummary | None = None
+    slow: SlowParams | None = None  # fitted slow dynamics; None: the assumed layers alone
 
     @model_validator(mode="after")
     def _valid(self) -> QRParams:

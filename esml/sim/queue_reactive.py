@@ -67,6 +67,7 @@ from esml.sim.emit import (
 )
 from esml.sim.qr_params import REGIMES, QRParams, default_params
 from esml.sim.rng import below, draw, exponential, normal, uniform
+from esml.sim.slow_dynamics import activity_curve
 from esml.sim.synthetic import SYNTHETIC_INSTRUMENT_ID
 
 NS = 1_000_000_000
@@ -77,6 +78,7 @@ MAX_PRESSURE = 0.95  # |regime + order-flow pressure| is capped here
 MIN_SIDE_ORDERS = 10  # no cancel, reprice or trade thins a side below this many orders
 OPEN_WALK_ANCHOR = date(2000, 1, 3)  # the daily opening-price walk starts here
 OPEN_WALK_PERSISTENCE = 0.995  # AR(1) per business day: levels wander, never explode
+CAPACITY_MARGIN = 1.8  # event buffer: this times the records the mean activity makes
 
 # layouts of the small arrays handed to the kernel
 (P_THETA, P_THETA_REINIT, P_PARTIAL, P_DURATION, P_DAY_OFFSET, P_TREND, P_RANGE_KAPPA,
@@ -159,8 +161,10 @@ def generate(
     state = np.random.SeedSequence([int(seed), day.toordinal(), int(offset_s)]).generate_state(
         4, np.uint64
     )
+    activity = activity_curve(seed, day, params.slow) if params.slow else None
     return simulate(state, params, start_ns=start_utc, duration_s=duration_s,
-                    day_offset_s=offset_s, open_price=open_price)  # fmt: skip
+                    day_offset_s=offset_s, open_price=open_price,
+                    activity=activity)  # fmt: skip
 
 
 def opening_price(seed: int, day: date, params: QRParams) -> float:
@@ -229,10 +233,13 @@ def simulate(
     day_offset_s: float,
     open_price: float,
     layers: bool = True,
+    activity: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Generated:
     """Run the compiled generator from a 4-word xoshiro state. `layers=False` switches off
     the assumed layers (regimes, the intraday curve, shocks) and keeps what was calibrated:
-    the queue-reactive tables, theta, theta_reinit and the order-flow pressure."""
+    the queue-reactive tables, theta, theta_reinit and the order-flow pressure. `activity`
+    (knots in seconds after 17:00 CT, factors; `esml.sim.slow_dynamics`) replaces the
+    intraday curve when the layers are on."""
     inst = instrument_for(params.instrument)  # QRParams checked its tick
     start_tick = round(open_price / params.tick_size)
     low_tick = start_tick - GRID // 2
@@ -243,7 +250,9 @@ def simulate(
     scal, knots_s, factor, reg_mean, reg_cdf, reg_act = _layers(
         params, duration_s, day_offset_s, layers
     )
-    capacity = _capacity_guess(params, knots_s, factor, reg_act, day_offset_s, duration_s)
+    if layers and activity is not None:
+        knots_s, factor = (np.asarray(a, np.float64) for a in activity)
+    capacity = _capacity_guess(params, knots_s, factor, day_offset_s, duration_s)
     order_cap = 1 << 16
     while True:  # rare: rerun from the same state with twice the room
         ev = empty_events(capacity)
@@ -331,11 +340,13 @@ def _layers(p: QRParams, duration_s: float, day_offset_s: float, on: bool):
             _cdf(r.transition), reg_act)  # fmt: skip
 
 
-def _capacity_guess(p, knots_s, factor, reg_act, offset_s, duration_s) -> int:
+def _capacity_guess(p, knots_s, factor, offset_s, duration_s) -> int:
+    """Room for the records of a run: an overflow reruns it with twice the room, so the
+    margin covers what regimes and book states add to the records per unit of activity."""
     per_s = p.calibration.records_per_s if p.calibration else 20.0
     x = np.linspace(offset_s, offset_s + duration_s, 2000)
-    activity = float(np.interp(x, knots_s, factor).mean()) * float(reg_act.max())
-    return int(per_s * activity * duration_s * 1.3) + 50_000
+    activity = float(np.interp(x, knots_s, factor).mean())
+    return int(per_s * activity * duration_s * CAPACITY_MARGIN) + 50_000
 
 
 # ---------------------------------------------------------------- the generator's own book

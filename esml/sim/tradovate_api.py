@@ -10,7 +10,9 @@ the checks the real API makes (bad or expired token -> 401; malformed request ->
 `errorText`; business refusals -> 200 with `failureReason` / `failureText`), and is
 stricter in two places, to catch client mistakes early: `isAutomated` must be true, and
 bracket legs are checked against the entry price when the order is sent (wrong side or
-off the tick grid -> `InvalidPrice`) rather than when they are released.
+off the tick grid -> `InvalidPrice`) rather than when they are released. Order types:
+Market, Limit, Stop and TrailingStop (`pegDifference`; see `esml.sim.tradovate_trail`),
+alone, in an OCO or as an OSO leg; others are refused `Unsupported`.
 
 WebSockets (`ws_url`, `md_url`): see `esml.sim.tradovate_ws`. Every change to the user's
 orders, fills, positions and cash is pushed as `props` events (`esml.sim.tradovate_props`).
@@ -46,13 +48,15 @@ from esml.market.instruments import instrument_for
 from esml.sim.tradovate_faults import FaultError, Faults, Verdict
 from esml.sim.tradovate_md import MdSource, PriceTape, md_request, publish_market
 from esml.sim.tradovate_props import ENTITY_TYPES, OrderState, PropsJournal, keyed
+from esml.sim.tradovate_trail import peg_side_ok, trailed_stop
 from esml.sim.tradovate_ws import Session, SocketServer
 
 if TYPE_CHECKING:
     from esml.sim.tradovate_market import ReplayMarket
 
 _ORDER_TYPES = {"Limit", "MIT", "Market", "QTS", "Stop", "StopLimit", "TrailingStop"}
-_SUPPORTED_TYPES = {"Market", "Limit", "Stop"}
+_SUPPORTED_TYPES = {"Market", "Limit", "Stop", "TrailingStop"}
+_STOPS = ("Stop", "TrailingStop")
 _LIVE = {"Working", "Suspended"}
 _REDACTED = {"password", "sec"}
 
@@ -95,6 +99,7 @@ class _Order:
     last_fill: tuple[int, float] | None = None
     text: str = ""
     tif: str = "Day"
+    peg: float | None = None  # a TrailingStop's pegDifference (esml.sim.tradovate_trail)
 
     def public(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -113,7 +118,7 @@ class _Order:
         return d
 
     def state(self) -> OrderState:
-        terms = (self.qty, self.order_type, self.price, self.stop_price, self.tif)
+        terms = (self.qty, self.order_type, self.price, self.stop_price, self.tif, self.peg)
         avg = self.fill_value / self.filled if self.filled else None
         return OrderState(self.public(), terms, self.filled, avg, self.last_fill, self.text)
 
@@ -321,6 +326,7 @@ class TradovateSim:
                     "orderQty": o.qty,
                     "price": o.price,
                     "stopPrice": o.stop_price,
+                    "pegDifference": o.peg,
                     "filledQty": o.filled,
                 }
                 for o in self._orders.values()
@@ -623,12 +629,12 @@ class TradovateSim:
 
     def _new_order(self, account_id: int, contract: int, spec: dict[str, Any], qty: int,
                    priced: tuple[str, float | None, float | None], status: str,
-                   parent_id: int | None = None) -> _Order:  # fmt: skip
+                   parent_id: int | None = None, peg: float | None = None) -> _Order:  # fmt: skip
         kind, px, stop_px = priced
         tif = spec.get("timeInForce") or ("GTC" if parent_id is not None else "Day")
         o = _Order(self._next_id(), account_id, contract, spec["action"], qty, kind, px,
                    stop_px, status, spec.get("clOrdId"), self._now_stamp(),
-                   parent_id=parent_id, tif=tif)  # fmt: skip
+                   parent_id=parent_id, tif=tif, peg=peg)  # fmt: skip
         self._orders[o.id] = o
         self._command(o, "New", spec.get("clOrdId"))
         return o
@@ -660,19 +666,23 @@ class TradovateSim:
                 legs.append({"key": key, **leg})
         elif any(k in body for k in ("bracket1", "bracket2")):
             raise _BadRequest("brackets belong to /order/placeoso")
+        entry_peg = _peg(body, "order", symbol, body["action"])
+        entry_priced = _pegged(entry_priced, entry_peg, self._last_price(contract), symbol)
         entry_type, entry_px, entry_stop = entry_priced
-        reference = {"Limit": entry_px, "Stop": entry_stop}.get(entry_type) or self._last_price(
-            contract
-        )
-        priced_legs = [(leg, _priced(leg, leg["key"], symbol)) for leg in legs]
-        for leg, (leg_type, px, stop_px) in priced_legs:
-            _check_leg_side(body["action"], leg["key"], leg_type, px, stop_px, reference)
+        reference = {"Limit": entry_px}.get(entry_type, entry_stop) or self._last_price(contract)
+        priced_legs = []
+        for leg in legs:
+            peg = _peg(leg, leg["key"], symbol, leg["action"])
+            priced = _pegged(_priced(leg, leg["key"], symbol), peg, reference, symbol)
+            _check_leg_side(body["action"], leg["key"], *priced, reference)
+            priced_legs.append((leg, priced, peg))
 
         qty = body["orderQty"]
-        entry = self._new_order(account_id, contract, body, qty, entry_priced, "Working")
-        for leg, priced in priced_legs:
+        entry = self._new_order(account_id, contract, body, qty, entry_priced, "Working",
+                                peg=entry_peg)  # fmt: skip
+        for leg, priced, peg in priced_legs:
             o = self._new_order(account_id, contract, leg, leg.get("orderQty") or qty, priced,
-                                "Suspended", parent_id=entry.id)  # fmt: skip
+                                "Suspended", parent_id=entry.id, peg=peg)  # fmt: skip
             entry.legs.append(o.id)
         if len(entry.legs) == 2:
             first, second = entry.legs
@@ -691,12 +701,16 @@ class TradovateSim:
             raise _BadRequest("placeoco needs the second order as `other`")
         _require(other, ("action", "orderType"), where="other")
         _check_action(other["action"], "other.action")
-        first_priced = _priced(body, "order", symbol)
-        other_priced = _priced(other, "other", symbol)
+        last = self._last_price(contract)
+        first_peg = _peg(body, "order", symbol, body["action"])
+        other_peg = _peg(other, "other", symbol, other["action"])
+        first_priced = _pegged(_priced(body, "order", symbol), first_peg, last, symbol)
+        other_priced = _pegged(_priced(other, "other", symbol), other_peg, last, symbol)
         qty = body["orderQty"]
-        a = self._new_order(account_id, contract, body, qty, first_priced, "Working")
+        a = self._new_order(account_id, contract, body, qty, first_priced, "Working",
+                            peg=first_peg)  # fmt: skip
         b = self._new_order(account_id, contract, other, other.get("orderQty") or qty,
-                            other_priced, "Working")  # fmt: skip
+                            other_priced, "Working", peg=other_peg)  # fmt: skip
         a.oco_id, b.oco_id = b.id, a.id
         self._route([a.id, b.id])
         return {"orderId": a.id, "ocoId": b.id}
@@ -725,6 +739,7 @@ class TradovateSim:
             raise _Refused("MaxOrderQtyLimitReached", f"orderQty {qty} exceeds {self._max_qty}")
         symbol = self._symbol_of(o.contract_id)
         _, price, stop_price = _priced(body, "order", symbol)
+        o.peg = _peg(body, "order", symbol, o.action)  # a TrailingStop trails by it from now
         command = self._command(o, "Modify", body.get("clOrdId"))
         if self.market is not None:
             # a waiting bracket leg is sized by its entry's fills: only its price moves
@@ -734,7 +749,9 @@ class TradovateSim:
         else:
             o.qty = qty
             o.price, o.stop_price = (
-                (price, o.stop_price) if o.order_type == "Limit" else (o.price, stop_price)
+                (price, o.stop_price)
+                if o.order_type == "Limit"
+                else (o.price, o.stop_price if stop_price is None else stop_price)
             )
             self._route([])
         return {"commandId": command["id"]}
@@ -957,6 +974,11 @@ class TradovateSim:
                         capped.add(o.id)
                     self._fill(o, fill_px, qty)
                     changed = True
+        symbol = self._symbol_of(contract)
+        for o in self._orders.values():  # what did not trigger follows the price
+            if o.contract_id == contract and o.status == "Working" and o.peg is not None:
+                assert o.stop_price is not None
+                o.stop_price = trailed_stop(o.action, o.stop_price, o.peg, px, symbol)
 
     def _book_fill(self, o: _Order, price: float, qty: int, ts_ns: int | None = None) -> None:
         """Record a fill of `qty` at `price` and move the account's position and cash by it;
@@ -1034,7 +1056,7 @@ def _fill_price(o: _Order, px: float) -> float | None:
         return px
     if o.order_type == "Limit" and o.price is not None:
         return o.price if sign * (o.price - px) >= 0 else None  # price at or through the limit
-    if o.order_type == "Stop" and o.stop_price is not None:
+    if o.order_type in _STOPS and o.stop_price is not None:
         return px if sign * (px - o.stop_price) >= 0 else None  # price reached the stop
     return None
 
@@ -1059,8 +1081,10 @@ def _priced(
         raise _BadRequest(f"{where}.orderType {order_type!r} is not a Tradovate order type")
     if order_type not in _SUPPORTED_TYPES:
         raise _Refused("Unsupported", f"the simulator does not take {order_type} orders")
-    needs = {"Limit": "price", "Stop": "stopPrice"}.get(order_type)
+    needs = {"Limit": "price", "Stop": "stopPrice", "TrailingStop": "stopPrice"}.get(order_type)
     values: dict[str, float | None] = {"price": None, "stopPrice": None}
+    if order_type == "TrailingStop" and order.get("stopPrice") is None:
+        needs = None  # optional: the stop then starts at the reference price plus the peg
     if needs is not None:
         value = order.get(needs)
         if not isinstance(value, int | float) or isinstance(value, bool):
@@ -1074,6 +1098,40 @@ def _priced(
     return order_type, values["price"], values["stopPrice"]
 
 
+def _peg(order: dict[str, Any], where: str, symbol: str, action: str) -> float | None:
+    """A TrailingStop's pegDifference: required, on the tick grid, on the holder's side
+    (esml.sim.tradovate_trail); any other order type takes none."""
+    peg = order.get("pegDifference")
+    if order["orderType"] != "TrailingStop":
+        if peg is not None:
+            raise _BadRequest(f"{where}: pegDifference goes with TrailingStop orders only")
+        return None
+    if not isinstance(peg, int | float) or isinstance(peg, bool):
+        raise _BadRequest(f"{where}: a TrailingStop order needs a numeric pegDifference")
+    tick = instrument_for(symbol).tick_size
+    if peg == 0 or abs(peg / tick - round(peg / tick)) > 1e-9:
+        raise _Refused("InvalidPrice", f"{where}.pegDifference {peg} is not a whole number "
+                                       f"of {tick} ticks")  # fmt: skip
+    if not peg_side_ok(action, peg):
+        side = "below" if action == "Sell" else "above"
+        raise _Refused("InvalidPrice", f"{where}.pegDifference {peg} must put a "
+                                       f"{action} stop {side} the market")  # fmt: skip
+    return float(peg)
+
+
+def _pegged(
+    priced: tuple[str, float | None, float | None],
+    peg: float | None,
+    reference: float,
+    symbol: str,
+) -> tuple[str, float | None, float | None]:
+    """A TrailingStop sent without a stopPrice starts at `reference` plus its peg."""
+    kind, price, stop_price = priced
+    if peg is not None and stop_price is None:
+        stop_price = instrument_for(symbol).round_to_tick(reference + peg)
+    return kind, price, stop_price
+
+
 def _check_leg_side(
     entry_action: str,
     key: str,
@@ -1084,7 +1142,7 @@ def _check_leg_side(
 ) -> None:
     """A protective stop lies on the losing side of the entry, a target on the winning side."""
     long_entry = entry_action == "Buy"
-    if leg_type == "Stop" and stop_price is not None:
+    if leg_type in _STOPS and stop_price is not None:
         wrong = stop_price >= reference if long_entry else stop_price <= reference
         if wrong:
             raise _Refused(

@@ -13,6 +13,11 @@ stands when the request arrives; its fills, cancels and rejects become the simul
 orders, fills and positions, and so `props` events, the moment the matching makes them.
 Bracket legs (OSO) wait for their entry and are sized by its fills, as the exchange
 simulator does; OCO pairs cancel each other, in part for partial fills.
+
+A `TrailingStop` is a stop at the exchange whose price this layer moves: while one is
+working the replay stops after each trade's timestamp and moves the stop by the trades
+since (`esml.sim.tradovate_trail`), so a stop is always where the trades before it put
+it when the next trade arrives (trades sharing one timestamp count together).
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from esml.market.instruments import PRICE_SCALE, instrument_for
 from esml.sim.exchange import Exchange, ExchangeConfig, LatencyConfig, OrderKind, Report
 from esml.sim.exchange import ReportKind as K
 from esml.sim.tradovate_md import TAPE_DTYPE, publish_market
+from esml.sim.tradovate_trail import trailed_stop
 
 if TYPE_CHECKING:
     from esml.sim.tradovate_api import TradovateSim, _Order
 
 NEVER = np.iinfo(np.int64).max
-_KIND = {"Market": OrderKind.MARKET, "Limit": OrderKind.LIMIT, "Stop": OrderKind.STOP}
+_KIND = {"Market": OrderKind.MARKET, "Limit": OrderKind.LIMIT, "Stop": OrderKind.STOP,
+         "TrailingStop": OrderKind.STOP}  # fmt: skip
 CHUNK_EVENTS = 5_000  # events per lock hold when replaying as fast as possible
 PACE_S = 0.02  # how often a paced replay catches up with the wall clock
 
@@ -79,6 +86,8 @@ class ReplayMarket:
         self._order_of: list[int] = []
         self._sim: TradovateSim | None = None
         self._contract = 0
+        self._trailing: set[int] = set()  # our TrailingStop orders still at the exchange
+        self._trailed_to = 0  # trades up to this tape index have moved the stops
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.done = threading.Event()  # set when every event has been replayed
@@ -149,6 +158,9 @@ class ReplayMarket:
                                     parent=parent)  # fmt: skip
         self._slot_of[o.id] = slot
         self._order_of.append(o.id)
+        if o.peg is not None:  # it trails from the next trade on
+            self._trailing.add(o.id)
+            self._trailed_to = int(np.searchsorted(self._trade_at, self.i))
         if o.oco_id is not None and o.oco_id in self._slot_of:
             self.exchange.pair_oco(slot, self._slot_of[o.oco_id])
 
@@ -159,6 +171,9 @@ class ReplayMarket:
         fixed = self.instrument.to_fixed(price) if price is not None else 0
         self.exchange.modify(self.now_ns, self._slot_of[order_id], price=fixed, qty=qty)
         self.settle()
+        tape = self.tape()
+        if order_id in self._trailing and len(tape):  # a new peg trails from the last trade
+            self._trail(tape["price"][-1:])
 
     def settle(self) -> None:
         """Carry out every request now, against the book as it stands (in lockstep they
@@ -197,8 +212,52 @@ class ReplayMarket:
 
     # -- the replay ---------------------------------------------------------------------
     def _run_until(self, until_ns: int) -> None:
-        """Replay the events up to `until_ns`, delivering what the matching reports."""
+        """Replay the events up to `until_ns`, delivering what the matching reports; while
+        a trailing stop works, one trade timestamp at a time, trailing it after each."""
         ev, n, start = self.events, len(self.events), self.i
+        while True:
+            bound = until_ns
+            if self._live_trailing():
+                j = int(np.searchsorted(self._trade_at, self.i))
+                if j < len(self._trade_at):
+                    bound = min(until_ns, int(ev["ts_recv"][self._trade_at[j]]))
+            self._advance(bound)
+            last = int(ev["ts_recv"][self.i - 1]) if self.i else 0
+            self.now_ns = max(self.now_ns, bound if self.i < n else last)
+            self._deliver(self.now_ns)  # what the trades did first, then the stops move
+            if self._trailing:
+                traded = int(np.searchsorted(self._trade_at, self.i))
+                self._trail(self._tape["price"][self._trailed_to : traded])
+                self._trailed_to = traded
+            if bound >= until_ns or self.i >= n:
+                break
+        if self.i != start and self._sim is not None:
+            publish_market(self._sim, {self._contract})
+
+    def _live_trailing(self) -> bool:
+        assert self._sim is not None
+        orders = self._sim._orders
+        self._trailing = {i for i in self._trailing if orders[i].status in ("Working", "Suspended")}
+        return bool(self._trailing)
+
+    def _trail(self, prices: np.ndarray) -> None:
+        """Move each working trailing stop by the trades at `prices`."""
+        assert self._sim is not None
+        if not len(prices):
+            return
+        for oid in sorted(self._trailing):
+            o = self._sim._orders[oid]
+            if o.status != "Working" or o.peg is None or o.stop_price is None:
+                continue  # a waiting bracket leg trails once its entry filled
+            best = float(prices.max() if o.action == "Sell" else prices.min())
+            stop = trailed_stop(o.action, o.stop_price, o.peg, best, self.symbol)
+            if stop != o.stop_price:
+                self.exchange.modify(self.now_ns, self._slot_of[oid],
+                                     price=self.instrument.to_fixed(stop))  # fmt: skip
+                self.settle()
+
+    def _advance(self, until_ns: int) -> None:
+        ev, n = self.events, len(self.events)
         b, s = self.book, self._scratch
         while self.i < n:
             self.i, why = advance_exchange(
@@ -214,11 +273,6 @@ class ReplayMarket:
                 b.check(f" at record {self.i}")
             elif why == END or self.i >= n or int(ev["ts_recv"][self.i]) > until_ns:
                 break
-        last = int(ev["ts_recv"][self.i - 1]) if self.i else 0
-        self.now_ns = max(self.now_ns, until_ns if self.i < n else last)
-        self._deliver(self.now_ns)
-        if self.i != start and self._sim is not None:
-            publish_market(self._sim, {self._contract})
 
     def _deliver(self, now_ns: int) -> None:
         for r in self.exchange.take_reports(now_ns):
@@ -247,7 +301,7 @@ class ReplayMarket:
                 o.qty = r.qty
             if o.order_type == "Limit" and px is not None:
                 o.price = px
-            elif o.order_type == "Stop" and px is not None:
+            elif o.order_type in ("Stop", "TrailingStop") and px is not None:
                 o.stop_price = px
         elif r.kind is K.CANCELLED:
             o.status = "Canceled" if o.filled < o.qty else "Filled"

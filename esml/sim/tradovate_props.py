@@ -39,7 +39,7 @@ class OrderState:
     """What the diff needs to know of one order to write its history."""
 
     entity: dict[str, Any]
-    terms: tuple[Any, ...]  # (orderQty, orderType, price, stopPrice, timeInForce)
+    terms: tuple[Any, ...]  # (orderQty, orderType, price, stopPrice, timeInForce, peg)
     filled: int
     avg_px: float | None
     last_fill: tuple[int, float] | None  # (qty, price) of its newest fill
@@ -82,13 +82,15 @@ class PropsJournal:
             self._seen[oid] = (status, o.filled, o.terms)
 
     def _new_version(self, oid: int, terms: tuple[Any, ...]) -> None:
-        qty, kind, price, stop, tif = terms
+        qty, kind, price, stop, tif, peg = terms
         v: dict[str, Any] = {"id": self._id(), "orderId": oid, "orderQty": qty,
                              "orderType": kind, "timeInForce": tif}  # fmt: skip
         if price is not None:
             v["price"] = price
         if stop is not None:
             v["stopPrice"] = stop
+        if peg is not None:  # a TrailingStop: each move of its stop is a new version
+            v["pegDifference"] = peg
         self.versions.setdefault(oid, []).append(v)
 
     def _report(self, o: OrderState, exec_type: str, stamp: str,

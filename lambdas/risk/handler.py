@@ -135,6 +135,7 @@ class Risk:
                     qty=leg.qty,
                     stop_ticks=leg.stop_ticks,
                     target_ticks=leg.target_ticks,
+                    trail_ticks=leg.trail_ticks,
                 )
                 for leg in plan.entries
             ],

@@ -92,7 +92,8 @@ class Router:
             close_qty=req.close_qty,
             close_client_id=req.close_client_id,
             entries=tuple(
-                EntryLeg(e.client_id, e.qty, e.stop_ticks, e.target_ticks) for e in req.entries
+                EntryLeg(e.client_id, e.qty, e.stop_ticks, e.target_ticks, e.trail_ticks)
+                for e in req.entries
             ),
             cancel_entries=req.cancel_entries,
             limit_price=req.limit_price if req.order_type == "Limit" else None,

@@ -39,6 +39,7 @@ from esml.broker.tradovate.orders import (
     leg_client_id,
     now_ns,
     order_from_entities,
+    peg_difference,
     role_of_client_id,
 )
 from esml.broker.tradovate.rest import (
@@ -331,13 +332,15 @@ class TradovateClient:
         price: float | None = None,
         qty: int | None = None,
         stop_price: float | None = None,
+        peg: float | None = None,
     ) -> None:
         """A new limit or stop price and/or total quantity for a working order
         (`/order/modifyorder` needs the order's type and quantity: read first). `price`
-        is the order's resting price (the stop's trigger for a Stop); `stop_price` is the
-        trigger of a StopLimit."""
-        if price is None and qty is None and stop_price is None:
-            raise ValueError("modify needs a price or a quantity")
+        is the order's resting price (the stop's trigger for a Stop or TrailingStop);
+        `stop_price` is the trigger of a StopLimit; `peg` a TrailingStop's new distance
+        from the market (its pegDifference, negative for a Sell)."""
+        if price is None and qty is None and stop_price is None and peg is None:
+            raise ValueError("modify needs a price, a quantity or a peg")
         if qty is not None and qty <= 0:
             raise ValueError(f"order quantity must be positive, got {qty}")
         for p in (price, stop_price):
@@ -358,23 +361,26 @@ class TradovateClient:
             "orderType": kind,
             "isAutomated": True,
         }
-        terms = [("stopPrice" if kind == "Stop" else "price", price)]
+        if peg is not None and kind != "TrailingStop":
+            raise ValueError(f"order {order_id} is a {kind}: it has no peg to change")
+        terms = [("stopPrice" if kind in ("Stop", "TrailingStop") else "price", price)]
         if kind == "StopLimit":
             terms.append(("stopPrice", stop_price))
         for key, new in terms:
             old = snap.version.get(key)
             if new is not None or old is not None:
                 body[key] = inst.round_to_tick(new if new is not None else float(old))
+        if kind == "TrailingStop":  # Tradovate needs the peg with every modify of one
+            body["pegDifference"] = peg_difference(
+                inst, peg if peg is not None else float(snap.version["pegDifference"])
+            )
         try:
             answer = self.rest.post("/order/modifyorder", body)
         except OutcomeUnknown:
             now = self._snapshots([order_id]).get(order_id)
-            wanted = {k: body[k] for k in ("orderQty", "price", "stopPrice") if k in body}
-            if (
-                now is not None
-                and now.version is not None
-                and all(now.version.get(k) == v for k, v in wanted.items())
-            ):
+            keys = ("orderQty", "price", "stopPrice", "pegDifference")
+            wanted = {k: body[k] for k in keys if k in body}
+            if now is not None and now.version is not None and _in_force(now.version, wanted):
                 self.counters.add("lookup_found")
                 log.warning("modify of %s: answer lost, the new terms are in force", order_id)
                 return
@@ -917,6 +923,20 @@ class TradovateClient:
 def _failure(answer: dict[str, Any]) -> str:
     text = answer.get("failureText") or answer.get("errorText") or ""
     return f"{answer.get('failureReason') or 'Error'}: {text}".rstrip(": ")
+
+
+def _in_force(version: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether an order's latest version carries the terms a modify asked for; a trailing
+    stop may have moved on since, towards the market (its peg says which way)."""
+    peg = version.get("pegDifference")
+    for key, value in wanted.items():
+        now = version.get(key)
+        if key == "stopPrice" and peg is not None and now is not None:
+            if (float(now) - value) * -peg < 0:  # a Sell stop (peg < 0) only moves up
+                return False
+        elif now != value:
+            return False
+    return True
 
 
 def _raise_on_failure(answer: Any, client_id: str) -> None:

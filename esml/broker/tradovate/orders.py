@@ -8,6 +8,11 @@ from the entry's limit price, or for a market entry from the caller's `reference
 A market fill that slips therefore keeps the legs where the signal meant them: the risk
 taken is the one the decision approved.
 
+A bracket with `trail_ticks` sends its stop leg as a `TrailingStop`: `stopPrice` where it
+starts (`stop_ticks` from the entry) and `pegDifference`, its signed distance from the
+market (negative for a Sell stop), with which Tradovate moves it after the market, never
+back; it reads back as an esml STOP whose price is the latest `stopPrice`.
+
 Every order carries `isAutomated: true` and its own `clOrdId` (bracket legs: the entry's
 id plus `-stop` / `-target`), so a lost answer can be settled by asking for the clOrdId.
 """
@@ -31,7 +36,7 @@ from esml.execution.orders import (
 )
 from esml.market.instruments import Instrument, instrument_for
 
-TradovateOrderType = Literal["Market", "Limit", "Stop", "StopLimit"]
+TradovateOrderType = Literal["Market", "Limit", "Stop", "StopLimit", "TrailingStop"]
 
 LIVE_STATUSES = ("Working", "Suspended", "PendingNew", "PendingCancel", "PendingReplace")
 _TYPES = {
@@ -71,6 +76,12 @@ def role_of_client_id(client_id: str) -> OrderRole:
     return OrderRole.ENTRY
 
 
+def peg_difference(instrument: Instrument, distance: float) -> float:
+    """A signed distance on the tick grid, never rounded to zero."""
+    ticks = max(round(abs(distance) / instrument.tick_size), 1)
+    return math.copysign(instrument.round_to_tick(ticks * instrument.tick_size), distance)
+
+
 def bracket_prices(
     instrument: Instrument, side: Side, entry_price: float, bracket: BracketSpec
 ) -> tuple[float, float]:
@@ -94,23 +105,36 @@ class OrderSpec:
     qty: int
     order_type: TradovateOrderType = "Market"
     price: float | None = None  # limit price (Limit, StopLimit)
-    stop_price: float | None = None  # trigger (Stop, StopLimit)
+    stop_price: float | None = None  # trigger (Stop, StopLimit); a TrailingStop's start
     time_in_force: str = "Day"
     role: OrderRole = OrderRole.ENTRY
+    peg: float | None = None  # a TrailingStop's pegDifference (negative for a Sell)
 
     def __post_init__(self) -> None:
         if self.qty <= 0:
             raise ValueError(f"{self.client_id}: order quantity must be positive")
+        trailing = self.order_type == "TrailingStop"
         needs_price = self.order_type in ("Limit", "StopLimit")
         needs_stop = self.order_type in ("Stop", "StopLimit")
-        for name, needed, value in (
-            ("price", needs_price, self.price),
-            ("stop_price", needs_stop, self.stop_price),
+        for name, needed, allowed, value in (
+            ("price", needs_price, needs_price, self.price),
+            # a TrailingStop's stop is optional: Tradovate starts it at the market plus the peg
+            ("stop_price", needs_stop, needs_stop or trailing, self.stop_price),
         ):
-            if needed and not (value is not None and math.isfinite(value) and value > 0):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{self.client_id}: {name} must be a positive number")
+            if needed and value is None:
                 raise ValueError(f"{self.client_id}: a {self.order_type} order needs a {name}")
-            if not needed and value is not None:
+            if not allowed and value is not None:
                 raise ValueError(f"{self.client_id}: a {self.order_type} order takes no {name}")
+        if trailing != (self.peg is not None):
+            raise ValueError(f"{self.client_id}: a peg goes with a TrailingStop, and only with it")
+        if trailing:
+            assert self.peg is not None
+            if not math.isfinite(self.peg) or self.peg * self.side.sign <= 0:
+                where = "below" if self.side is Side.SELL else "above"
+                raise ValueError(f"{self.client_id}: a {self.side.value} trailing stop pegs "
+                                 f"{where} the market")  # fmt: skip
 
     def body(self) -> dict[str, Any]:
         """The order fields of a Tradovate request (no account), prices on the tick grid."""
@@ -128,6 +152,8 @@ class OrderSpec:
             body["price"] = inst.round_to_tick(self.price)
         if self.stop_price is not None:
             body["stopPrice"] = inst.round_to_tick(self.stop_price)
+        if self.peg is not None:
+            body["pegDifference"] = peg_difference(inst, self.peg)
         return body
 
     @property
@@ -172,6 +198,10 @@ def intent_body(
         "stopPrice": stop_px,
         "clOrdId": leg_client_id(intent.client_id, OrderRole.STOP),
     }
+    if intent.bracket.trail_ticks is not None:  # the stop side is opposite the entry
+        trail = -intent.side.sign * intent.bracket.trail_ticks * inst.tick_size
+        body["bracket1"]["orderType"] = "TrailingStop"
+        body["bracket1"]["pegDifference"] = peg_difference(inst, trail)
     body["bracket2"] = {
         **leg,
         "orderType": OrderType.LIMIT.value,
