@@ -35,6 +35,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,7 @@ def _launch(sim: TradovateSim, tmp_path: Path, moto_url: str, tables: dict[str, 
         **AWS_ENV, "AWS_ENDPOINT_URL": moto_url, "PYTHONPATH": str(ROOT),
         "ESML_SOURCE": "tradovate", "ESML_BROKER": "tradovate", "ESML_SYMBOL": SYMBOL,
         "ESML_STRATEGY": "momentum", "ESML_LOCKOUT_S": "0", "ESML_FOR": run_for,
+        "ESML_ACCOUNT_CLOCK": "market",  # the simulator replays 2023-12-25
         "ESML_CONFIG": json.dumps(CONFIG), "ESML_HEALTH_FILE": str(tmp_path / "health"),
         "ESML_TRADOVATE_CREDENTIALS": str(creds), "ESML_TRADOVATE_REST": sim.base_url,
         "ESML_TRADOVATE_WS": sim.ws_url, "ESML_TRADOVATE_MD": sim.md_url,
@@ -226,8 +228,8 @@ def test_killed_anywhere_in_a_trade_the_restart_reconciles_and_nothing_is_lost_o
     path, start_s = KILL_POINTS[point]
     kill = point != "SIGTERM, leave the bracket"
     journal = DynamoDBJournal(tables["orders"], tables["fills"])
-    store = AccountStore(tables["risk"])
     market = ReplayMarket(es, SYMBOL, speed=None)
+    store = AccountStore(tables["risk"], lambda: datetime.fromtimestamp(market.now_ns / 1e9, UTC))
     with TradovateSim(**sim_arguments(prices=None, market=market)) as sim:
         stop, down = threading.Event(), threading.Event()
 
@@ -261,7 +263,7 @@ def test_killed_anywhere_in_a_trade_the_restart_reconciles_and_nothing_is_lost_o
             _until(lambda: (tmp_path / "health").exists(), second, "the engine restarted")
 
             def reconciled() -> bool:  # at its first decision point: a second of market
-                market.step(50)
+                market.step(5)
                 return len(_reconciliations(journal)) == 2
 
             _until(reconciled, second, "the restart reconciled")
@@ -289,7 +291,7 @@ def test_killed_anywhere_in_a_trade_the_restart_reconciles_and_nothing_is_lost_o
         reasons = [d.reason for d in journal.decisions()]
         if kill:
             assert held != 0 or point == "mid-exit", "kill -9 leaves the position open"
-            assert f"broker {held:+d}" in found
+            assert "found 0," not in found, "the restart found what the killed one sent"
         else:
             assert any("left under its exchange-held bracket" in r for r in reasons)
             assert not any("stopped by a signal" in r for r in reasons), "no flatten on SIGTERM"
