@@ -156,7 +156,8 @@ def journal_and_broker(
                                   cfg.execution.commission_per_side)  # fmt: skip
     shared, journal = on_shared_account(broker, orders_table=orders, fills_table=fills,
                                         risk_table=risk, account=account, gates=gates,
-                                        risk=cfg.risk, clock=clock)  # fmt: skip
+                                        risk=cfg.risk,
+                                        **({} if clock is None else {"clock": clock}))  # fmt: skip
     log.info("journal: DynamoDB %s / %s; shared account %r in %s", tables[0], tables[1],
              account, tables[2])  # fmt: skip
     return journal, shared
