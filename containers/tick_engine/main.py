@@ -22,6 +22,9 @@
                       and every entry is reserved on the shared account (ESML_ACCOUNT,
                       default: the secret's accountSpec, else "paper"); else SQLite at
                       ESML_JOURNAL
+    ESML_ACCOUNT_CLOCK  wall (the default) | market: the shared account's clock (gates,
+                      cooldown, trading day); market: the market data's time, for a
+                      server that replays a recording (`esml sim tradovate`)
     ESML_METRICS_NAMESPACE, ESML_METRICS_S    CloudWatch EMF records (default esml, 10 s)
     ESML_HEALTH_FILE  touched at every status tick; `health.py` beside this file is the
                       container's health check (healthy while younger than 30 s)
@@ -41,6 +44,7 @@ import signal
 import sys
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +126,23 @@ def credentials(env: dict[str, str]) -> dict[str, Any]:
         raise LiveSetupError(f"the secret {arn} is not JSON") from e
 
 
+class MarketClock:
+    """The market data's own time (`ESML_ACCOUNT_CLOCK=market`): the shared account's
+    clock when its server replays a recording (the Tradovate simulator), so its gates,
+    cooldown and trading day follow the recording. Wall time until the first event."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+
+    def __call__(self) -> datetime:
+        ns = self.engine.last_event_ns if self.engine is not None else 0
+        return datetime.fromtimestamp(ns / 1e9, UTC) if ns else datetime.now(UTC)
+
+
 def journal_and_broker(
-    env: dict[str, str], cfg: EsmlConfig, broker: EngineBroker | None, creds: dict[str, Any] | None
-) -> tuple[Journal, EngineBroker | None]:
+    env: dict[str, str], cfg: EsmlConfig, broker: EngineBroker | None,
+    creds: dict[str, Any] | None, clock: MarketClock | None = None,
+) -> tuple[Journal, EngineBroker | None]:  # fmt: skip
     tables = [env.get(k) for k in ("ORDERS_TABLE", "FILLS_TABLE", "RISK_STATE_TABLE")]
     if not all(tables):
         path = Path(env.get("ESML_JOURNAL", "/tmp/esml/journal.sqlite"))
@@ -144,7 +162,8 @@ def journal_and_broker(
                                   cfg.execution.commission_per_side)  # fmt: skip
     shared, journal = on_shared_account(broker, orders_table=orders, fills_table=fills,
                                         risk_table=risk, account=account, gates=gates,
-                                        risk=cfg.risk)  # fmt: skip
+                                        risk=cfg.risk,
+                                        **({} if clock is None else {"clock": clock}))  # fmt: skip
     log.info("journal: DynamoDB %s / %s; shared account %r in %s", tables[0], tables[1],
              account, tables[2])  # fmt: skip
     return journal, shared
@@ -190,7 +209,11 @@ async def run_service(env: dict[str, str]) -> Engine:
             client = tradovate_client(creds, s.endpoints, cfg.execution.commission_per_side,
                                       orders=s.broker == "tradovate")  # fmt: skip
         remote = client if s.broker == "tradovate" else None
-        journal, broker = journal_and_broker(env, cfg, remote, creds)
+        account_clock = env.get("ESML_ACCOUNT_CLOCK", "wall")
+        if account_clock not in ("wall", "market"):
+            raise LiveSetupError(f"ESML_ACCOUNT_CLOCK: wall or market, not {account_clock!r}")
+        clock = MarketClock() if account_clock == "market" else None
+        journal, broker = journal_and_broker(env, cfg, remote, creds, clock)
         served = serve_models(env, cfg) if s.strategy == "model" else None
         strategy = make_strategy(s.strategy, cfg, lambda: served.strategy)  # type: ignore[union-attr]
     except (ConfigError, LiveSetupError, ValueError, json.JSONDecodeError) as e:
@@ -209,6 +232,8 @@ async def run_service(env: dict[str, str]) -> Engine:
 
     def started(engine: Engine) -> None:
         reporter.engine = engine
+        if clock is not None:
+            clock.engine = engine
 
     log.info("%s -> %s (%s mode), strategy %s, on stop: %s", s.source, s.broker, s.mode,
              strategy.name, on_stop)  # fmt: skip

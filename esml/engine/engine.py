@@ -36,6 +36,7 @@ from esml.decision.gates import GateStack
 from esml.decision.proposal import AccountState
 from esml.decision.protections import note_entry, record_round_trip
 from esml.engine.champion_watch import ChampionWatch
+from esml.engine.lockstep import FollowsMarketTime
 from esml.engine.trader import Decision, Trader
 from esml.execution.manager import PositionManager
 from esml.execution.orders import Fill, Order
@@ -223,8 +224,11 @@ class Engine:
             self.entries_from_ns = None
 
     def poll(self) -> None:
-        """Take a remote broker's news between market events (a quiet market)."""
-        self._take_broker_updates()
+        """Take a remote broker's news between market events (a quiet market). Not before
+        the start-up reconciliation: it reads the broker's orders and fills itself, and a
+        manager that knows no journaled order would book them as strangers'."""
+        if self.entries_from_ns is not None:
+            self._take_broker_updates()
 
     def warming(self) -> list[str]:
         """What is still filling before the strategy can vote: "features" (the kernel's
@@ -267,8 +271,11 @@ class Engine:
 
     # --- decision points -------------------------------------------------------------
     def _decide(self, ts: int) -> None:
+        follows = self.paper is None and isinstance(self.broker, FollowsMarketTime)
         if self.paper is not None:
             self.paper.now_ns = ts
+        elif follows:  # a simulator in lockstep: its book to ours, its news up to now
+            self.broker.lockstep_to(ts)  # type: ignore[union-attr]
         if self.watch is not None:
             self._swap(ts, self.watch.poll(ts))
         day = trading_day(ts)
@@ -282,6 +289,8 @@ class Engine:
         mid = 0.5 * (bid + ask)
         if self.entries_from_ns is None:
             self._start_up(ts, bid, ask, mid)
+        elif follows and self.trading:  # as the paper exchange's reports arrive before the decision
+            self._take_broker_updates()
         if self.trading:  # not on history: what is held waits for live prices and reconciliation
             self.manager.on_market(ts, bid, ask, mid)  # trailing, time exits, timeouts
             self._take_broker_updates()

@@ -37,6 +37,7 @@ from esml.decision.proposal import AccountState
 from esml.engine.capture import Capture
 from esml.engine.engine import Engine, EngineBroker, Mode
 from esml.engine.live import NS, paced, run_live
+from esml.engine.lockstep import FollowsMarketTime, LockstepBroker, sim_stepper
 from esml.engine.status import Snapshot
 from esml.engine.warm_start import warm_live
 from esml.journal.base import Journal
@@ -80,6 +81,7 @@ class LiveSettings:
     sim_seed: int = 1
     sim_hours: float = 6.5
     endpoints: Endpoints = Endpoints()
+    lockstep: str | None = None  # replay: the simulator's root URL; its replay follows ours
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -94,6 +96,8 @@ class LiveSettings:
             raise LiveSetupError(f"--for must be positive, got {self.for_s}")
         if self.warm_s < 0 or self.lockout_s < 0:
             raise LiveSetupError("--warm and --lockout must be >= 0")
+        if self.lockstep and (self.source, self.broker) != ("replay", "tradovate"):
+            raise LiveSetupError("--lockstep needs --source replay --broker tradovate")
         if self.strategy != "model" and self.strategy not in RULE_CONFIGS:
             known = ", ".join(["model", *sorted(RULE_CONFIGS)])
             raise LiveSetupError(f"--strategy {self.strategy!r}: known are {known}")
@@ -247,6 +251,8 @@ async def run(
     else:
         events = recorded_events(s)
         day = trading_day(int(events["ts_recv"][0]))
+    if s.lockstep:  # the simulator replays our recording at our clock
+        broker = LockstepBroker(broker, sim_stepper(s.lockstep))
     engine = Engine(cfg, strategy, journal, account or AccountState(day), symbol=symbol,
                     broker=broker, mode=s.mode, lockout_s=s.lockout_s)  # fmt: skip
     if started is not None:
@@ -286,6 +292,8 @@ async def close_out(engine: Engine, reason: str, timeout_s: float = 30.0) -> Non
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout_s
     while (engine.exposed() or engine.manager.tracker.live()) and loop.time() < end:
+        if isinstance(engine.broker, FollowsMarketTime):  # past the last event: carried out
+            engine.broker.lockstep_to(engine.last_event_ns + NS)
         await asyncio.sleep(0.1)
         engine.poll()
         if engine.exposed():

@@ -157,6 +157,12 @@ def _stamp(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _stamp_ns(ts_ns: int) -> str:
+    """Nanoseconds since the epoch, without a float's rounding (1.003 s is not 1.002)."""
+    whole, ns = divmod(ts_ns, 1_000_000_000)
+    return _stamp(datetime.fromtimestamp(whole, UTC) + timedelta(microseconds=ns // 1000))
+
+
 class _PublishingLock:
     """The simulator's lock: releasing it (outermost) publishes what changed meanwhile,
     so every change, whoever made it, reaches the sockets exactly once."""
@@ -443,18 +449,29 @@ class TradovateSim:
 
     def admin(self, path: str, body: Any) -> tuple[int, Any]:
         """`POST /sim/fault` (see esml.sim.tradovate_faults) and `POST /sim/step`
-        (`{"events": n}`: a replay in step mode moves on n events)."""
+        (`{"events": n}`: a replay in step mode moves on n events; `{"until_ns": t}`: to
+        the engine's clock, in lockstep). The answer: the replay's time, how many fills
+        the simulator has made (the news a lockstep engine waits for) and whether any
+        position or working order is open (else its book need not move until an order)."""
         try:
             if path == "/sim/fault":
                 self.faults.apply(body)
                 return 200, {"armed": [f.kind for f in self.faults.armed()],
                              "counts": dict(self.faults.counts)}  # fmt: skip
             if path == "/sim/step" and self.market is not None:
-                n = body.get("events") if isinstance(body, dict) else None
-                if not isinstance(n, int) or n < 1:
-                    raise FaultError('the body must be {"events": N}, N >= 1')
-                self.market.step(n)
-                return 200, {"ts_ns": self.market.now_ns}
+                body = body if isinstance(body, dict) else {}
+                n, until = body.get("events"), body.get("until_ns")
+                if isinstance(until, int) and until > 0:
+                    self.market.step_to(until)
+                elif isinstance(n, int) and n >= 1:
+                    self.market.step(n)
+                else:
+                    raise FaultError('the body must be {"events": N} or {"until_ns": T}')
+                with self._lock:
+                    held = any(p.net for p in self._positions.values())
+                    working = any(o.status in _LIVE for o in self._orders.values())
+                    return 200, {"ts_ns": self.market.now_ns, "fills": len(self._fills),
+                                 "open": held or working}  # fmt: skip
         except FaultError as e:
             return 400, {"errorText": str(e)}
         return 404, {"errorText": f"no simulator control {path}"}
@@ -911,7 +928,7 @@ class TradovateSim:
 
     def _now_stamp(self) -> str:
         if self.market is not None and self.market.now_ns:
-            return _stamp(datetime.fromtimestamp(self.market.now_ns / 1e9, UTC))
+            return _stamp_ns(self.market.now_ns)
         return _stamp(self._clock())
 
     def _md_trade(self, contract: int, price: float) -> None:
@@ -963,9 +980,10 @@ class TradovateSim:
                 assert o.stop_price is not None
                 o.stop_price = trailed_stop(o.action, o.stop_price, o.peg, px, symbol)
 
-    def _book_fill(self, o: _Order, price: float, qty: int) -> None:
-        """Record a fill of `qty` at `price` and move the account's position and cash by it."""
-        stamp = self._now_stamp()
+    def _book_fill(self, o: _Order, price: float, qty: int, ts_ns: int | None = None) -> None:
+        """Record a fill of `qty` at `price` and move the account's position and cash by it;
+        stamped `ts_ns` (the replayed exchange's time of the fill), else now."""
+        stamp = self._now_stamp() if ts_ns is None else _stamp_ns(ts_ns)
         self._fills.append(
             {
                 "id": self._next_id(),

@@ -4,7 +4,8 @@ simulator (`esml.sim.exchange`, the paper broker's), and the md socket fed from 
 
 Speed: `speed=1.0` replays in real time, `speed=10` ten times faster, `speed=inf` (or 0)
 as fast as the machine goes (in chunks, so requests interleave), `speed=None` only when
-told (`step(n)`, or `POST /sim/step {"events": n}`): what tests drive.
+told (`step(n)`, or `POST /sim/step {"events": n}`): what tests drive; or in lockstep with
+an engine replaying the same file (`step_to(ts)`, `POST /sim/step {"until_ns": ts}`).
 
 The exchange runs with no latency of its own (the sockets are the latency) and, unless
 configured otherwise, open whenever the data trades. An order reaches the book as it
@@ -58,7 +59,7 @@ class ReplayMarket:
     """One contract's replayed book and our orders at its exchange."""
 
     def __init__(self, events: np.ndarray, symbol: str, *, speed: float | None = math.inf,
-                 config: ExchangeConfig | None = None) -> None:  # fmt: skip
+                 config: ExchangeConfig | None = None, lockstep: bool = False) -> None:  # fmt: skip
         if not len(events):
             raise ValueError("the replay has no events")
         if speed is not None and (speed < 0 or math.isnan(speed)):
@@ -67,6 +68,11 @@ class ReplayMarket:
         self.symbol = symbol
         self.instrument = instrument_for(symbol)
         self.speed = math.inf if speed == 0 else speed
+        # lockstep: moved only by `step_to` (an engine's clock), requests reach the book
+        # when the config's latency says, as on the paper exchange (else: at once)
+        self.lockstep = lockstep
+        if lockstep and speed is not None:
+            raise ValueError("a lockstep replay moves only when stepped: speed must be None")
         tick = self.instrument.tick_fixed
         self.book = BookState.new(tick)
         self.exchange = Exchange(config or instant_exchange(), tick)
@@ -113,6 +119,14 @@ class ReplayMarket:
             last = min(self.i + n, len(self.events)) - 1
             if last >= self.i:
                 self._run_until(int(self.events["ts_recv"][last]))
+
+    def step_to(self, until_ns: int) -> None:
+        """Replay every event stamped at or before `until_ns` (lockstep: the engine's
+        decision time), so the book is the one the engine decides on."""
+        assert self._sim is not None
+        with self._sim._lock:
+            if until_ns > self.now_ns:
+                self._run_until(until_ns)
 
     def _replay(self) -> None:
         assert self._sim is not None and self.speed is not None
@@ -162,7 +176,10 @@ class ReplayMarket:
             self._trail(tape["price"][-1:])
 
     def settle(self) -> None:
-        """Carry out every request now, against the book as it stands."""
+        """Carry out every request now, against the book as it stands (in lockstep they
+        wait for the replay to reach their arrival time)."""
+        if self.lockstep:
+            return
         b = self.book
         self.exchange.run_requests(b.meta, b.bid_qty, b.ask_qty)
         self._deliver(NEVER)
@@ -271,7 +288,7 @@ class ReplayMarket:
             o.filled += r.qty
             o.fill_value += r.qty * px
             o.last_fill = (r.qty, px)
-            self._sim._book_fill(o, px, r.qty)
+            self._sim._book_fill(o, px, r.qty, r.ts_ns)
             if o.filled >= o.qty:
                 o.status = "Filled"
         elif r.kind is K.ACCEPTED:
