@@ -236,6 +236,28 @@ def test_time_exit_at_the_prediction_horizon(sim: ExecutionSim) -> None:
     assert any("time exit at the prediction horizon" in n for n in d.notes())
 
 
+def test_a_time_exit_that_finds_the_broker_flat_waits_for_the_stops_fill(
+    sim: ExecutionSim,
+) -> None:
+    """The stop fills at the exchange just before the time exit and its news is still on
+    its way: the liquidation finds nothing to close. Nothing may be re-protected on the flat
+    account (a stand-alone stop there would open a position the other way)."""
+    d = desk(sim)
+    d.long(horizon_s=20)
+    ts = sim.at(20, STOP0)  # the exchange-held stop fills; the manager has not heard yet
+    d.m.on_market(ts, STOP0 - TICK, STOP0, STOP0)
+    assert any("held nothing to close" in n for n in d.notes())
+    for at_s in (20.5, 21, 22):  # steps while the fill is still on its way
+        ts = sim.at(at_s, STOP0 - 2)
+        d.m.on_market(ts, STOP0 - 2 - TICK, STOP0 - 2, STOP0 - 2)
+        assert sim.live_orders() == [] and sim.net_position(ACCOUNT_SPEC, SYMBOL) == 0
+    d.hear()
+    assert d.position() == 0 and sim.live_orders() == []
+    assert d.m.plan is None or d.m.plan.closed
+    (stop,) = [o for o in d.journal.orders() if o.role is OrderRole.STOP]
+    assert stop.status is OrderStatus.FILLED
+
+
 def test_early_exit_on_a_strong_opposite_signal(sim: ExecutionSim) -> None:
     d = desk(sim)  # flip_exit_confidence = 0.7
     d.long()

@@ -543,6 +543,11 @@ class PositionManager:
         ex = self._exit
         if ex is not None and ex.order_id and self.tracker.get(ex.order_id).live:
             return  # the broker is closing the position
+        if ex is not None and ex.kind == "market" and self.plan is not None:
+            # closing at market, and the liquidation found the broker flat (or ended short):
+            # the fills that flattened it are on their way, and the exit rules ask again.
+            # A stop placed now could sit on a flat account and open a position the other way
+            return
         self._adopt_levels()
         exits = self._active_exits()
         if self.position == 0:
