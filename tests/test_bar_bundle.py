@@ -76,9 +76,13 @@ def test_tampered_member_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
         load_bar_bundle(copy)
 
 
-def test_shipped_bundle_was_trained_on_the_shipped_real_bars() -> None:
+def test_shipped_bundle_was_trained_on_the_shipped_real_bars_but_its_last_two_years() -> None:
     (shipped,) = sorted((ROOT / "models").glob("es-bars-5m-*"))[-1:]
     bundle = load_bar_bundle(shipped)
     assert bundle.manifest.synthetic_training_data is False
     assert bundle.manifest.data.sha256 == sha256_of(ROOT / SHIPPED_BARS)
-    assert bundle.manifest.data.bars == 627_831 and bundle.manifest.data.years[-1] == 2023
+    data = bundle.manifest.data
+    assert data.bars == 627_831 and data.years[-1] == 2021 and data.held_out_years == [2022, 2023]
+    first_held_out_ns = 1_640_995_200 * 10**9  # 2022-01-01 UTC: nothing after it was trained on
+    for member in bundle.manifest.members.values():
+        assert member.validation is None or member.validation.last_ts_ns < first_held_out_ns

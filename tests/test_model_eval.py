@@ -292,7 +292,7 @@ def test_real_es_evaluation_scores_every_model_on_the_same_purged_rows(tmp_path)
     r = evaluate_dataset(ds, FeatureConfig(), settings, budget, nets=("tick_lstm",))
     assert r.models == ("trees", "tick_lstm", "ensemble")
     assert r.ensemble_members == ("tick_lstm", "trees")
-    assert len(r.training["trees"]) == 2 and r.training["tick_lstm"] == ["epoch 1 of 1"] * 2
+    assert len(r.training["trees"]) == 2 and r.training["tick_lstm"] == ["epoch 1 of 1 (cap)"] * 2
     n_test = sum(f.test_rows for f in r.folds)
     assert {s.n for s in r.scores.values()} == {n_test}
     assert sum(r.test_class_counts.values()) == n_test
@@ -304,6 +304,7 @@ def test_real_es_evaluation_scores_every_model_on_the_same_purged_rows(tmp_path)
     ctx = ReportContext("esml evaluate --only es", "today", 1.0, FeatureConfig(), settings, budget)
     doc = render_markdown([r], ctx)
     assert "## CME ES (real MBO)" in doc and "SYNTHETIC DATA" not in doc
+    assert "may not have converged: " in doc and "tick LSTM 2 of 2" in doc  # 1 epoch is a cap
     for c in r.comparisons:
         if not c.beats_all:
             assert "does not beat" in doc or " only;" in doc
@@ -396,3 +397,38 @@ def test_the_full_budget_trains_trees_past_a_handful_of_rounds():
     ts = np.arange(len(x), dtype=np.int64) * 1_000_000_000
     fit = fit_booster(x, y, ts, horizon_ns=20_000_000_000, params=full.trees)
     assert fit.booster.num_boosted_rounds() > 100
+
+
+def test_data_sets_evaluated_in_worker_processes_score_as_in_one_process():
+    """`esml evaluate --jobs N`: the same scores as the sequential run, the progress of each
+    worker relayed to the parent's bar, a data set too small for the folds reported as
+    skipped with its reason."""
+    from rich.progress import Progress
+
+    from esml.evaluation.eval_pool import evaluate_in_parallel
+    from esml.sim.synthetic import generate_session
+
+    def dataset(name: str, seed: int, seconds: int) -> EvalDataset:
+        source = Source(name, generate_session(seed, duration_s=seconds), f"{seed:064d}")
+        return EvalDataset(name, "synthetic", ES, (source,), True)
+
+    budget = ModelBudget()
+    budget = budget.model_copy(
+        update={
+            "trees": budget.trees.model_copy(update={"n_estimators": 20}),
+            "ensemble": budget.ensemble.model_copy(update={"calibration": "none"}),
+        }
+    )
+    settings = EvalSettings(n_folds=1, n_boot=100)
+    enough, short = dataset("enough", 3, 1500), dataset("short", 4, 120)
+    with Progress(disable=True) as progress:
+        done, skipped = evaluate_in_parallel(
+            [enough, short], FeatureConfig(), settings, budget, 2, progress, nets=()
+        )
+        relayed = {t.description: (t.completed, t.total) for t in progress.tasks}
+    alone = evaluate_dataset(enough, FeatureConfig(), settings, budget, nets=())
+    assert [r.title for r in done] == [alone.title]
+    assert done[0].scores == alone.scores and done[0].training == alone.training
+    assert [s.what for s in skipped] == [short.title] and skipped[0].reason
+    finished = relayed[f"{alone.title}: fold 1/1 ensemble"]
+    assert finished[0] == finished[1] > 0

@@ -34,12 +34,14 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=_default_data())
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("SM_MODEL_DIR", "models")))
+    parser.add_argument("--held-out-years", type=int, default=2, help="last years left out")
     for name, field in BarBudget.model_fields.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(field.default), default=None)
     args = parser.parse_args(argv)
     overrides = {k: v for k in BarBudget.model_fields if (v := getattr(args, k)) is not None}
     budget = BarBudget(**overrides)
-    path = train_bar_bundle(frame_from_shipped(args.data), args.out, budget)
+    shipped = frame_from_shipped(args.data)
+    path = train_bar_bundle(shipped, args.out, budget, held_out_years=args.held_out_years)
     Console().print(f"bar bundle written to {path}")
     return path
 

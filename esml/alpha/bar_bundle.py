@@ -3,7 +3,8 @@ classifier, trained on the real ES 5-minute bars, as ONNX files and one manifest
 
     models/es-bars-5m-<version>/
         manifest.json   what each file is, its sha256, the features and windows it reads,
-                        the labels, the data it was trained on (file, sha256, years, rows),
+                        the labels, the data it was trained on (file, sha256, years, rows)
+                        and the years it was not (held out for out-of-sample scoring),
                         each model's purged-holdout scores, and synthetic_training_data: false
         trees.onnx  bar_lstm.onnx  bar_transformer.onnx  regime.onnx
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,9 +49,11 @@ from esml.alpha.manifest import (
     write_atomic,
 )
 from esml.alpha.onnx_export import export_onnx
+from esml.alpha.regime import REGIME_OUTPUT
 from esml.alpha.torch_onnx import export_net
 from esml.data.continuous import chain_bars, roll_table
 from esml.data.sierra import SHIPPED_BARS, read_shipped_bars, sha256_of
+from esml.evaluation.bar_walkforward import year_split
 from esml.features.labels import CLASSES, REGIMES
 from esml.features.technicals import BAR_FEATURE_NAMES
 
@@ -75,7 +79,8 @@ class BarTrainingData(BaseModel):
     source: str
     contracts: int
     bars: int
-    years: list[int]
+    years: list[int]  # the years the models trained on
+    held_out_years: list[int] = Field(default_factory=list)  # never seen: out-of-sample tests
     direction_rows: int
     regime_rows: int
 
@@ -191,14 +196,29 @@ def frame_from_shipped(path: str | Path = SHIPPED_BARS) -> ShippedFrame:
 
 
 def train_bar_bundle(
-    shipped: ShippedFrame, out_root: Path, budget: BarBudget, progress: Progress | None = None
+    shipped: ShippedFrame,
+    out_root: Path,
+    budget: BarBudget,
+    progress: Progress | None = None,
+    held_out_years: int = 0,
 ) -> Path:
-    """Fit every model on all labelled decision rows (each early-stopped on its own purged
-    last fifth) and write the bundle; the ONNX parity checks run on the last 64 decisions."""
+    """Fit every model on the labelled decision rows (each early-stopped on its own purged
+    last fifth) and write the bundle; the ONNX parity checks run on the last 64 training
+    decisions. The last `held_out_years` years of the data are left out, purged and
+    embargoed like a walk-forward test year, so the bundle can be scored out of sample on
+    them (`esml demo`); the manifest names them."""
     started = time.perf_counter()
     frame = shipped.frame
     dir_rows = np.flatnonzero(frame.decision & frame.dir_valid)
     reg_rows = np.flatnonzero(frame.decision & frame.regime_valid)
+    years = sorted({int(y) for y in frame.year[dir_rows]})
+    if not 0 <= held_out_years < len(years):
+        raise ValueError(f"held_out_years must be 0 to {len(years) - 1}, got {held_out_years}")
+    held_out = years[len(years) - held_out_years :] if held_out_years else []
+    if held_out:
+        embargo = budget.embargo_s
+        dir_rows = year_split(frame, dir_rows, held_out[0], DIRECTION_HORIZON_BARS, embargo)[0]
+        reg_rows = year_split(frame, reg_rows, held_out[0], REGIME_HORIZON_BARS, embargo)[0]
     models = fit_bar_models(frame, dir_rows, reg_rows, budget, progress)
     data = BarTrainingData(
         file=shipped.path.name,
@@ -208,6 +228,7 @@ def train_bar_bundle(
         contracts=shipped.contracts,
         bars=shipped.bars,
         years=sorted({int(y) for y in frame.year[dir_rows]}),
+        held_out_years=held_out,
         direction_rows=len(dir_rows),
         regime_rows=len(reg_rows),
     )
@@ -222,16 +243,34 @@ class BarBundle:
     manifest: BarBundleManifest
     sessions: dict[str, ort.InferenceSession]
 
-    def direction(self, features: np.ndarray, window: np.ndarray) -> dict[str, np.ndarray]:
-        """Each direction member's probabilities and the ensemble's (their mean)."""
+    def direction(
+        self,
+        features: np.ndarray,
+        window: np.ndarray | None = None,
+        members: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Each direction member's probabilities and the ensemble's (their mean); with
+        `members`, those members alone (the nets, which need `window`, cost far more)."""
+        names = [n for n in self.sessions if n != "regime"]
+        wanted = names if members is None else list(members)
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise ValueError(f"no direction members {unknown} in {self.path}; it has {names}")
         out = {}
-        for name, s in self.sessions.items():
-            if name == "regime":
-                continue
+        for name in wanted:
             arg = window if name in ("bar_lstm", "bar_transformer") else features
-            out[name] = s.run([OUTPUT_NAME], {INPUT_NAME: arg.astype(np.float32)})[0]
-        out[ENSEMBLE] = np.mean(list(out.values()), axis=0)
+            if arg is None:
+                raise ValueError(f"{name} reads windows [n, {WINDOW_STEPS}, f]: pass `window`")
+            run = self.sessions[name].run
+            out[name] = run([OUTPUT_NAME], {INPUT_NAME: arg.astype(np.float32)})[0]
+        if members is None:
+            out[ENSEMBLE] = np.mean(list(out.values()), axis=0)
         return out
+
+    def regime(self, features: np.ndarray) -> np.ndarray:
+        """The regime classifier's call per feature row (0 none, 1 trend, 2 range)."""
+        x = {INPUT_NAME: features.astype(np.float32)}
+        return self.sessions["regime"].run([REGIME_OUTPUT], x)[0]
 
 
 def load_bar_bundle(path: str | Path) -> BarBundle:

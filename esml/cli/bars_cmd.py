@@ -2,7 +2,8 @@
 
 - `esml bars evaluate`: the walk-forward by year, written to docs/bar-model-evaluation.md
   and an HTML chart beside it;
-- `esml bars train`: the models fitted on every year, shipped as a bundle under models/;
+- `esml bars train`: the models fitted on every year but the held-out last ones, shipped
+  as a bundle under models/;
 - `esml bars pack`: rebuild the shipped Parquet from the Sierra Chart exports.
 """
 
@@ -120,15 +121,19 @@ def pack(
 def train(
     data: Path = typer.Option(Path("data/samples/es-bars/es-5m-sierra.parquet"), help=DATA_HELP),
     out: Path = typer.Option(Path("models"), help="folder the bundle directory is made in"),
+    held_out_years: int = typer.Option(
+        2, min=0, help="last years left out (purged), to score the bundle on out of sample"
+    ),
 ) -> None:
-    """Fit the bar models on every year of the real bars and write a bundle under models/."""
+    """Fit the bar models on the real bars but their last years and write a bundle under
+    models/ (the shipped one holds out 2022-2023: `esml demo` scores it on them)."""
     from esml.alpha.bar_bundle import train_bar_bundle
     from esml.alpha.bar_models import BarBudget
 
     start = time.perf_counter()
     shipped = load_frame(data)
     with progress_bar() as progress:
-        path = train_bar_bundle(shipped, out, BarBudget(), progress)
+        path = train_bar_bundle(shipped, out, BarBudget(), progress, held_out_years)
     console.print(
         f"wrote {path} (trained on REAL ES bars, {shipped.bars:,} bars) in "
         f"{(time.perf_counter() - start) / 60:.1f} minutes"

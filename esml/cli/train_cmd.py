@@ -96,6 +96,9 @@ def evaluate(
     batches: int = typer.Option(
         8, min=1, help="default budget: most batches of 256 windows per net epoch"
     ),
+    jobs: int = typer.Option(
+        1, min=1, max=8, help="data sets evaluated at once, one process each (same results)"
+    ),
     n_boot: int = typer.Option(1000, min=100, help="block-bootstrap replicates"),
     seed: int = typer.Option(7, help="seed of every model and of the bootstrap"),
     out: Path = typer.Option(DEFAULT_DOC, "--out", help="the markdown report"),
@@ -108,6 +111,7 @@ def evaluate(
     from esml.config import FeatureConfig
     from esml.data.dbn import DataFileError
     from esml.evaluation.datasets import Skipped
+    from esml.evaluation.eval_pool import evaluate_in_parallel
     from esml.evaluation.model_eval import (
         DatasetResult,
         EvalSettings,
@@ -132,16 +136,20 @@ def evaluate(
         raise typer.Exit(2)
     settings = EvalSettings(n_folds=folds, n_boot=n_boot, seed=seed)
     base = ModelBudget()
-    budget = ModelBudget.full(seed) if budget_name == "full" else ModelBudget(
-        trees=XGBParams(**{**base.trees.model_dump(), "random_state": seed}),
-        nets=TrainParams(
-            **{
-                **base.nets.model_dump(),
-                "epochs": epochs,
-                "max_batches_per_epoch": batches,
-                "seed": seed,
-            }
-        ),
+    budget = (
+        ModelBudget.full(seed)
+        if budget_name == "full"
+        else ModelBudget(
+            trees=XGBParams(**{**base.trees.model_dump(), "random_state": seed}),
+            nets=TrainParams(
+                **{
+                    **base.nets.model_dump(),
+                    "epochs": epochs,
+                    "max_batches_per_epoch": batches,
+                    "seed": seed,
+                }
+            ),
+        )
     )
     features = FeatureConfig()
     with _progress() as progress:
@@ -160,11 +168,19 @@ def evaluate(
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2) from e
         results: list[DatasetResult] = []
-        for ds in datasets:
-            try:
-                results.append(evaluate_dataset(ds, features, settings, budget, progress=progress))
-            except ValueError as e:  # too little data for the folds: said in the report
-                skipped.append(Skipped(ds.title, str(e)))
+        if jobs > 1 and len(datasets) > 1:
+            results, missed = evaluate_in_parallel(
+                datasets, features, settings, budget, jobs, progress
+            )
+            skipped += missed
+        else:
+            for ds in datasets:
+                try:
+                    results.append(
+                        evaluate_dataset(ds, features, settings, budget, progress=progress)
+                    )
+                except ValueError as e:  # too little data for the folds: said in the report
+                    skipped.append(Skipped(ds.title, str(e)))
     if not results:
         console.print(
             "[red]error:[/red] no data set could be evaluated: "

@@ -91,6 +91,7 @@ def simulate(
     px = frame.prices
     o, h, lo, c = (px[k].to_numpy() for k in ("open", "high", "low", "close"))
     ts = px["ts"].to_numpy()
+    contract = px["contract"].to_numpy()
     atr = frame.column("bar_atr_14_ticks")
     tick = instrument.tick_size
     slip = SLIPPAGE_TICKS * tick
@@ -108,7 +109,7 @@ def simulate(
         gross = pos.favour(price) * instrument.point_value
         trips.append(
             RoundTrip(
-                str(px["contract"].iat[pos.entry_bar]),
+                str(contract[pos.entry_bar]),
                 pos.side,
                 1,
                 int(ts[pos.entry_bar]),

@@ -47,7 +47,13 @@ from esml.alpha.rules import (
 from esml.alpha.strategy import Signal, Strategy
 from esml.evaluation.bar_trading import BarTradeConfig, simulate
 from esml.evaluation.metrics import Metrics, compute_metrics
-from esml.evaluation.model_eval import Comparison, Scores, majority_baseline, persistence_baseline
+from esml.evaluation.model_eval import (
+    Comparison,
+    Prediction,
+    Scores,
+    majority_baseline,
+    persistence_baseline,
+)
 from esml.evaluation.model_eval import score_models as _score
 from esml.features.labels import DOWN, UP
 from esml.features.labels import REGIMES as REGIME_NAMES
@@ -128,6 +134,20 @@ def momentum_calls(frame: BarFrame) -> np.ndarray:
     return np.where(ret > 0, UP, np.where(ret < 0, DOWN, -1)).astype(np.int64)
 
 
+def direction_baselines(
+    frame: BarFrame, train: np.ndarray, test: np.ndarray
+) -> dict[str, Prediction]:
+    """The direction baselines fitted on the `train` rows, predicting the `test` rows."""
+    y = frame.y_dir
+    prev = previous_labels(y, frame.dir_valid, frame.ts_end, DIRECTION_HORIZON_BARS)
+    mom = momentum_calls(frame)
+    return {
+        "majority": majority_baseline(y[train], len(test)),
+        "persistence": persistence_baseline(prev[train], y[train], prev[test]),
+        "momentum": persistence_baseline(mom[train], y[train], mom[test]),
+    }
+
+
 class PredictedRegime:
     """The regime classifier's call as a `RegimeRule`: reads the `regime_pred` column the
     walk-forward appends to the rule strategies' feature row."""
@@ -167,7 +187,9 @@ def rule_strategies() -> dict[str, Strategy]:
     }
 
 
-def _model_decider(frame: BarFrame, slot: np.ndarray, proba: np.ndarray, name: str) -> Callable:
+def model_decider(frame: BarFrame, slot: np.ndarray, proba: np.ndarray, name: str) -> Callable:
+    """A model's signal at decision bar i: the likelier of up and down, from `proba[slot[i]]`."""
+
     def decide(i: int, position: int) -> Signal | None:
         p_down, p_flat, p_up = proba[slot[i]]
         side = Side.BUY if p_up >= p_down else Side.SELL
@@ -184,9 +206,8 @@ def _model_decider(frame: BarFrame, slot: np.ndarray, proba: np.ndarray, name: s
     return decide
 
 
-def _rule_decider(
-    frame: BarFrame, slot: np.ndarray, regime: np.ndarray, rule: Strategy
-) -> Callable:
+def rule_decider(frame: BarFrame, slot: np.ndarray, regime: np.ndarray, rule: Strategy) -> Callable:
+    """A rule strategy's signal at bar i, its feature row extended by the predicted regime."""
     close = frame.prices["close"].to_numpy()
 
     def decide(i: int, position: int) -> Signal | None:
@@ -233,12 +254,8 @@ def evaluate_year(
     regime = models.regime.predict(frame.x[decisions])
 
     y = frame.y_dir
-    prev = previous_labels(y, frame.dir_valid, frame.ts_end, DIRECTION_HORIZON_BARS)
-    mom = momentum_calls(frame)
     preds = {name: (p[slot[d_test]], p[slot[d_test]].argmax(axis=1)) for name, p in proba.items()}
-    preds["majority"] = majority_baseline(y[d_train], len(d_test))
-    preds["persistence"] = persistence_baseline(prev[d_train], y[d_train], prev[d_test])
-    preds["momentum"] = persistence_baseline(mom[d_train], y[d_train], mom[d_test])
+    preds.update(direction_baselines(frame, d_train, d_test))
     score = partial(_score, block=settings.block_rows, n_boot=settings.n_boot, seed=settings.seed)
     d_scores, d_comp = score(y[d_test], preds, DIRECTION_BASELINES)
 
@@ -281,13 +298,13 @@ def trade_year(
     ML-regime z-score rule, on the year's regular-hours bars."""
     bars = np.flatnonzero((frame.column("is_rth") > 0) & (frame.year == year))
     deciders: dict[str, Callable] = {
-        name: _model_decider(frame, slot, proba[name], name) for name in models.names
+        name: model_decider(frame, slot, proba[name], name) for name in models.names
     }
     for name, rule in rule_strategies().items():
-        deciders[name] = _rule_decider(frame, slot, regime, rule)
+        deciders[name] = rule_decider(frame, slot, regime, rule)
     deciders[COMBINED] = _combined(
-        _model_decider(frame, slot, proba[ENSEMBLE], ENSEMBLE),
-        _rule_decider(frame, slot, regime, rule_strategies()["zscore_regime_ml"]),
+        model_decider(frame, slot, proba[ENSEMBLE], ENSEMBLE),
+        rule_decider(frame, slot, regime, rule_strategies()["zscore_regime_ml"]),
         cfg.risk.min_confidence,
     )
     return {name: compute_metrics(simulate(frame, bars, d, cfg)) for name, d in deciders.items()}

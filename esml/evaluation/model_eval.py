@@ -37,12 +37,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import xgboost as xgb
 from pydantic import BaseModel, ConfigDict, Field
-from rich.progress import Progress
+from rich.progress import TaskID
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -496,8 +496,10 @@ class ModelBudget(BaseModel):
     @classmethod
     def full(cls, seed: int = 7) -> ModelBudget:
         """Train to convergence: trees at a small learning rate with up to 3000 rounds and
-        patience 200, nets over every training window each epoch for up to 30 epochs with
-        patience 4; both stop only when their purged validation block stops improving."""
+        patience 200, nets over every training window each epoch for up to 100 epochs with
+        patience 4; both stop when their purged validation block stops improving. The caps
+        are far above where they stop (30 epochs cut one ES net short while it still
+        improved); a fit the cap ends anyway is named in the report."""
         return cls(
             trees=XGBParams(
                 n_estimators=3000,
@@ -509,7 +511,7 @@ class ModelBudget(BaseModel):
                 random_state=seed,
             ),
             nets=TrainParams(
-                epochs=30,
+                epochs=100,
                 batch_size=256,
                 max_batches_per_epoch=0,
                 patience=4,
@@ -525,6 +527,10 @@ def net_config(kind: str, budget: ModelBudget) -> dict[str, int | float] | None:
     return dict(budget.deeplob) if kind == "deeplob" else None
 
 
+_CAP = " (cap)"
+"""Marks a fit its round or epoch cap ended before early stopping could: not converged."""
+
+
 def fit_fold_models(
     rows: Rows,
     fold: FoldRows,
@@ -535,7 +541,7 @@ def fit_fold_models(
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Each model fitted on the fold's `fit` rows (early-stopped on their own purged last
     block) → (its probabilities on the calibration rows followed by the test rows, how
-    long it trained: boosting rounds kept, or the best epoch)."""
+    long it trained: boosting rounds kept, or the best epoch, marked when the cap ended it)."""
     fit = fold.fit
     later = np.concatenate([fold.calibration, fold.test])
     out: dict[str, np.ndarray] = {}
@@ -553,7 +559,8 @@ def fit_fold_models(
             )
             out[name] = tree.booster.predict(xgb.DMatrix(rows.x[later])).astype(np.float64)
             rounds = tree.booster.num_boosted_rounds()
-            trained[name] = f"{rounds} round{'' if rounds == 1 else 's'}"
+            capped = rounds > budget.trees.n_estimators - budget.trees.early_stopping_rounds
+            trained[name] = f"{rounds} round{'' if rounds == 1 else 's'}" + _CAP * capped
         else:
             w = rows.windows[name]
             net = fit_net(
@@ -566,7 +573,11 @@ def fit_fold_models(
                 net_config=net_config(name, budget),
             )
             out[name] = predict_proba(net.net, w[later]).astype(np.float64)
-            trained[name] = f"epoch {net.best_epoch} of {net.epochs_run}"
+            capped = (
+                net.epochs_run == budget.nets.epochs
+                and net.epochs_run - net.best_epoch < budget.nets.patience
+            )
+            trained[name] = f"epoch {net.best_epoch} of {net.epochs_run}" + _CAP * capped
     return out, trained
 
 
@@ -593,6 +604,16 @@ def ensemble_predictions(
         cfg, names, rows.ts_ns[test], rows.mid[test], stack[n_cal:], tick_size, calibrator
     )
     return batch.proba, batch.direction.astype(np.int64)
+
+
+class ProgressLike(Protocol):
+    """What `evaluate_dataset` calls on a progress bar: rich's `Progress`, or the relay of
+    a worker process (`esml.evaluation.eval_pool`)."""
+
+    def add_task(self, description: str, total: float | None = ...) -> TaskID: ...
+    def update(self, task_id: TaskID, *, description: str | None = ...) -> None: ...
+    def advance(self, task_id: TaskID, advance: float = ...) -> None: ...
+    def reset(self, task_id: TaskID, *, total: float | None = ...) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -634,7 +655,7 @@ def evaluate_dataset(
     budget: ModelBudget,
     *,
     nets: Sequence[str] = NET_KINDS,
-    progress: Progress | None = None,
+    progress: ProgressLike | None = None,
 ) -> DatasetResult:
     """Walk-forward evaluation of the trees, the `nets`, the ensemble and the baselines on
     one data set; out-of-sample predictions of all folds are pooled and scored together."""
@@ -978,6 +999,15 @@ UNIFORM_LOG_LOSS = math.log(N_CLASSES)
 def _observations(r: DatasetResult) -> list[str]:
     """Facts read off the scores that explain them (never a hard-coded claim)."""
     out = []
+    capped = {m: sum(t.endswith(_CAP) for t in ts) for m, ts in r.training.items()}
+    if any(capped.values()):
+        listed = ", ".join(
+            f"{MODEL_LABELS[m]} {n} of {len(r.folds)}" for m, n in capped.items() if n
+        )
+        out.append(
+            f"- Fits that the round or epoch cap ended before early stopping did, marked (cap) "
+            f"above, so they may not have converged: {listed}."
+        )
     flat = r.test_class_counts.get("flat", 0) / max(1, sum(r.test_class_counts.values()))
     near = [
         m
