@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +40,8 @@ def live(
     credentials come from the JSON file named by ESML_TRADOVATE_CREDENTIALS, never from
     the command line."""
     # the engine, its models and the journal load when the command runs, not for --help
+    import asyncio
+
     from esml.config import ConfigError, load_config
     from esml.engine.capture import Capture
     from esml.engine.live_run import (
