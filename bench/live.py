@@ -45,7 +45,7 @@ from esml.decision.proposal import AccountState
 from esml.engine.engine import Engine
 from esml.engine.live import run_live
 from esml.engine.live_run import close_out, tradovate_feed
-from esml.engine.shared_risk import SharedRiskBroker, on_shared_account
+from esml.engine.shared_risk import SharedRiskBroker, exchange_clock, on_shared_account
 from esml.execution.orders import Fill, Order, OrderIntent, Side
 from esml.journal.sqlite import SQLiteJournal
 from esml.market.instruments import ES
@@ -157,6 +157,7 @@ def _trade(events: np.ndarray, shared: bool) -> _Timing:
             broker, journal = on_shared_account(
                 timing, orders_table=tables["orders"], fills_table=tables["fills"],
                 risk_table=tables["risk"], account=ACCOUNT, gates=gates, risk=cfg.risk,
+                clock=exchange_clock(market),  # a replay of 2023-12-25: the server's time
             )  # fmt: skip
         strategy = make_rule_strategy("momentum", tick_size=ES.tick_size)
         engine = _Clocked(cfg, strategy, journal, AccountState("2023-12-26"), symbol=SYMBOL,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from containers.tick_engine import main as tick_engine
 from esml.data.book import snapshot_end
 from esml.data.dbn import main_instrument, read_mbo
 from esml.decision.account_store import AccountStore
-from esml.engine.shared_risk import on_shared_account
+from esml.engine.shared_risk import exchange_clock, on_shared_account
 from esml.evaluation.trades import round_trips
 from esml.market.instruments import ES
 from esml.sim.tradovate_api import TradovateSim
@@ -62,10 +61,6 @@ def sim(es: np.ndarray) -> Iterator[TradovateSim]:
         yield s
 
 
-def market_time(market: ReplayMarket) -> datetime:
-    return datetime.fromtimestamp(market.now_ns / 1e9, UTC)
-
-
 def _pace(sim: TradovateSim, stop: threading.Event, drops: list[int]) -> None:
     """Step the replay; the first time a position is open, drop both sockets under it (the
     engine may still be trading after the last event has been replayed)."""
@@ -88,7 +83,7 @@ def test_the_container_trades_the_simulator_through_a_socket_drop_and_dynamodb_a
 ) -> None:
     assert sim.market is not None
     market = sim.market  # the server here replays 2023-12-25: its clock is the replay's
-    server_clock = partial(on_shared_account, clock=lambda: market_time(market))
+    server_clock = partial(on_shared_account, clock=exchange_clock(market))
     monkeypatch.setattr(tick_engine, "on_shared_account", server_clock)
     tables = create_tables(ORDERS_TABLE, FILLS_TABLE, RISK_STATE_TABLE)
     arn = create_secret("tradovate", {**TRADOVATE_LOGIN, "env": "demo",
@@ -121,7 +116,7 @@ def test_the_container_trades_the_simulator_through_a_socket_drop_and_dynamodb_a
     fills = engine.broker.fills()
     rows = all_items(tables[FILLS_TABLE])
     assert len(rows) == len({r["fill_id"] for r in rows}) == len(fills) > 0
-    state = AccountStore(tables[RISK_STATE_TABLE], lambda: market_time(market)).load(ACCOUNT_SPEC)
+    state = AccountStore(tables[RISK_STATE_TABLE], exchange_clock(market)).load(ACCOUNT_SPEC)
     assert state.position(SYMBOL) == 0 and not state.reservations
     net = sum(rt.net_pnl for rt in round_trips(fills, ES))
     assert state.books[SYMBOL].realized_pnl == pytest.approx(net)

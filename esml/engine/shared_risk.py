@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from esml.broker.base import OrderRejected, Placement
 from esml.broker.paper import PaperBroker
@@ -127,9 +127,14 @@ class SharedRiskBroker:
         return getattr(self.broker, name)
 
 
-def exchange_clock(paper: PaperBroker) -> Callable[[], datetime]:
-    """The paper exchange's clock: the time of the last event it has seen."""
-    return lambda: datetime.fromtimestamp(paper.now_ns / 1e9, UTC)
+class ReplaysTime(Protocol):
+    now_ns: int  # the time of the last event it has seen
+
+
+def exchange_clock(exchange: ReplaysTime) -> Callable[[], datetime]:
+    """A simulated exchange's clock (the paper broker's, the Tradovate simulator's replay):
+    the server's time when the market is a replay."""
+    return lambda: datetime.fromtimestamp(exchange.now_ns / 1e9, UTC)
 
 
 def on_shared_account(
