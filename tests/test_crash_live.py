@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -187,34 +188,43 @@ def _go(p: subprocess.Popen) -> subprocess.Popen:
     return p
 
 
-def _until(done: Callable[[], bool], p: subprocess.Popen, what: str, timeout_s: float = 120
-           ) -> None:  # fmt: skip
+def _until(done: Callable[[], bool], p: subprocess.Popen, what: str, timeout_s: float = 120,
+           detail: Callable[[], object] = lambda: "") -> None:  # fmt: skip
     end = time.monotonic() + timeout_s
     while not done() and p.poll() is None and time.monotonic() < end:
         time.sleep(0.05)  # a DynamoDB scan per look: moto is pure Python
     if not done() and p.poll() is not None:
         print(p.stderr.read()[-5000:])  # type: ignore[union-attr]
-    assert done(), f"{what} (the process: {p.poll()})"
+    assert done(), f"{what} (the process: {p.poll()}) {detail()}"
 
 
 def _reconciliations(journal: DynamoDBJournal) -> list[str]:
     return [d.reason for d in journal.decisions() if "start-up reconciliation" in d.reason]
 
 
-def _agrees(sim: TradovateSim, journal: DynamoDBJournal, store: AccountStore) -> bool:
-    """The journal holds the broker's fills, the shared account its position, the orders
-    open in the journal are the ones working at the broker, and an open position has
-    working stops covering it on the closing side."""
+def _disagreements(sim: TradovateSim, journal: DynamoDBJournal,
+                   store: AccountStore) -> list[str]:  # fmt: skip
+    """What still differs between the journal, the shared account and the broker: the
+    journal must hold the broker's fills, the account its position, the orders open in the
+    journal must be the ones working at the broker, and an open position must have working
+    stops covering it on the closing side."""
     held = sim.net_position(ACCOUNT_SPEC, SYMBOL)
     working = {o["clOrdId"]: o for o in sim.orders() if o["ordStatus"] == "Working"}
     stops = [o for o in working.values() if o["orderType"] == "Stop"]
-    return (
-        {f.fill_id for f in journal.fills()} == {str(f["id"]) for f in sim._fills}
-        and store.load(ACCOUNT_SPEC).position(SYMBOL) == held
-        and {o.client_id for o in journal.orders() if not o.status.is_final} == set(working)
-        and sum(o["orderQty"] - o["filledQty"] for o in stops) == abs(held)
-        and all((o["action"] == "Buy") == (held < 0) for o in stops)
-    )
+    journaled = {f.fill_id for f in journal.fills()}
+    booked = {str(f["id"]) for f in sim._fills}
+    account = store.load(ACCOUNT_SPEC).position(SYMBOL)
+    open_ = {o.client_id: o.status.value for o in journal.orders() if not o.status.is_final}
+    covered = sum(o["orderQty"] - o["filledQty"] for o in stops)
+    checks = {
+        f"fills: journal {sorted(journaled)}, broker {sorted(booked)}": journaled == booked,
+        f"position: account {account}, broker {held}": account == held,
+        f"open orders: journal {open_}, broker working {sorted(working)}": set(open_)
+        == set(working),
+        f"stops cover {covered} of {abs(held)}": covered == abs(held),
+        "stops on the closing side": all((o["action"] == "Buy") == (held < 0) for o in stops),
+    }
+    return [what for what, ok in checks.items() if not ok]
 
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
@@ -267,7 +277,8 @@ def test_killed_anywhere_in_a_trade_the_restart_reconciles_and_nothing_is_lost_o
                 return len(_reconciliations(journal)) == 2
 
             _until(reconciled, second, "the restart reconciled")
-            _until(lambda: _agrees(sim, journal, store), second, "journal and broker agree", 10)
+            differ = partial(_disagreements, sim, journal, store)
+            _until(lambda: not differ(), second, "journal and broker agree", 30, differ)
             down.clear()
             _, err = second.communicate(timeout=180)
             assert second.returncode == 0, err[-3000:]
