@@ -103,6 +103,7 @@ def test_chart_history_lets_the_ensemble_vote_in_the_first_minutes(
         live.set()
 
     journal = SQLiteJournal(tmp_path / "journal.sqlite")
+    caplog.clear()  # the probe's warm-up logs its line too where an earlier `esml live` set INFO
     try:
         with caplog.at_level(logging.INFO, "esml.engine.warm_start"):
             pacer.start()
