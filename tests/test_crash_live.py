@@ -35,7 +35,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from esml.decision.account_store import AccountStore
+from esml.engine.shared_risk import exchange_clock
 from esml.journal.dynamodb import DynamoDBJournal
 from esml.sim.tradovate_api import TradovateSim
 from esml.sim.tradovate_faults import Verdict
@@ -239,7 +239,7 @@ def test_killed_anywhere_in_a_trade_the_restart_reconciles_and_nothing_is_lost_o
     kill = point != "SIGTERM, leave the bracket"
     journal = DynamoDBJournal(tables["orders"], tables["fills"])
     market = ReplayMarket(es, SYMBOL, speed=None)
-    store = AccountStore(tables["risk"], lambda: datetime.fromtimestamp(market.now_ns / 1e9, UTC))
+    store = AccountStore(tables["risk"], exchange_clock(market))
     with TradovateSim(**sim_arguments(prices=None, market=market)) as sim:
         stop, down = threading.Event(), threading.Event()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from containers.tick_engine import main as tick_engine
 from esml.data.book import snapshot_end
 from esml.data.dbn import main_instrument, read_mbo
 from esml.decision.account_store import AccountStore
-from esml.engine.shared_risk import exchange_clock, on_shared_account
+from esml.engine.shared_risk import exchange_clock
 from esml.evaluation.trades import round_trips
 from esml.market.instruments import ES
 from esml.sim.tradovate_api import TradovateSim
@@ -79,18 +78,16 @@ def test_the_container_trades_the_simulator_through_a_socket_drop_and_dynamodb_a
     aws,  # noqa: F811
     sim: TradovateSim,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert sim.market is not None
     market = sim.market  # the server here replays 2023-12-25: its clock is the replay's
-    server_clock = partial(on_shared_account, clock=exchange_clock(market))
-    monkeypatch.setattr(tick_engine, "on_shared_account", server_clock)
     tables = create_tables(ORDERS_TABLE, FILLS_TABLE, RISK_STATE_TABLE)
     arn = create_secret("tradovate", {**TRADOVATE_LOGIN, "env": "demo",
                                       "accountSpec": ACCOUNT_SPEC})  # fmt: skip
     env = {
         "ESML_SOURCE": "tradovate", "ESML_BROKER": "tradovate", "ESML_SYMBOL": SYMBOL,
         "ESML_STRATEGY": "momentum", "ESML_LOCKOUT_S": "0", "ESML_FOR": "6s",
+        "ESML_ACCOUNT_CLOCK": "market",
         "ESML_METRICS_S": "1", "ESML_HEALTH_FILE": str(tmp_path / "health"),
         "TRADOVATE_SECRET_ARN": arn, "ESML_TRADOVATE_REST": sim.base_url,
         "ESML_TRADOVATE_WS": sim.ws_url, "ESML_TRADOVATE_MD": sim.md_url,
